@@ -1,0 +1,3 @@
+"""fx: federated learning workspaces over mutual TLS."""
+
+__version__ = "0.1.0"

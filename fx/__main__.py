@@ -1,0 +1,3 @@
+from fx.cli.main import run
+
+run()

@@ -1,0 +1,350 @@
+"""The aggregator's round state machine. No sockets: it is driven through method calls.
+
+A round: every collaborator runs the plan's validate tasks on the global model,
+then its train tasks, and reports each result. Train results are folded into
+the aggregation as they arrive. When every collaborator has reported (or the
+deadline has passed with a quorum), the round closes: the aggregated
+validation metrics score the global model of that round (and may make it the
+best), the aggregation becomes the next global model, and the next round
+opens. After the last training round a final validate-only round scores the
+model the federation ends with.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fx.algorithms.base import Aggregation
+from fx.aggregator.store import ModelStore
+from fx.metrics import MetricsLog
+from fx.plan.model import Plan, TaskSpec
+from fx.tensors.checks import find_update_problems
+from fx.transport.api import (
+    AssignedTask,
+    ExperimentDescription,
+    RoundClosedError,
+    SubmitAck,
+    TaskAssignment,
+    TaskReport,
+)
+
+log = logging.getLogger(__name__)
+
+MetricKey = tuple[str, str]  # (task, metric name)
+
+
+@dataclass(frozen=True)
+class GlobalModel:
+    """One version of the global model; ``version`` = number of rounds aggregated into it."""
+
+    version: int
+    uuid: str
+    tensors: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    round: int
+    final: bool
+    model_version: int
+    reporters: tuple[str, ...]
+    missing: tuple[str, ...]
+    metrics: Mapping[MetricKey, float]
+    duration_s: float
+    new_best: bool
+
+
+@dataclass
+class _RoundState:
+    number: int
+    tasks: tuple[TaskSpec, ...]
+    opened_at: float
+    reported: dict[str, set[str]] = field(default_factory=dict)
+    metric_sums: dict[MetricKey, list[float]] = field(default_factory=dict)
+
+    def complete(self, collaborator: str) -> bool:
+        return len(self.reported.get(collaborator, ())) == len(self.tasks)
+
+
+class Aggregator:
+    """Runs ``plan.aggregator.rounds_to_train`` rounds for the given collaborators."""
+
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        collaborators: Sequence[str],
+        initial_model: Mapping[str, np.ndarray],
+        aggregation: Aggregation,
+        store: ModelStore,
+        metrics: MetricsLog | None = None,
+        on_round_closed: Callable[[RoundSummary], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not collaborators:
+            raise ValueError("a federation needs at least one collaborator")
+        self.plan = plan
+        self.collaborators = tuple(collaborators)
+        self.training_uuid = str(uuid.uuid4())
+        self._settings = plan.aggregator
+        self._quorum = self._settings.quorum_count(len(self.collaborators))
+        self._aggregation = aggregation
+        self._store = store
+        self._metrics = metrics
+        self._on_round_closed = on_round_closed
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._model = GlobalModel(0, str(uuid.uuid4()), dict(initial_model))
+        self._aggregation.reset(self._model.tensors)
+        self._best_value: float | None = None
+        self._done = False
+        self._told_done: set[str] = set()
+        self._round = self._open_round(0)
+        self._deadline_timer: threading.Timer | None = None
+        self._arm_deadline()
+
+    # -- queries -----------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        with self._cond:
+            return self._done
+
+    @property
+    def round(self) -> int:
+        with self._cond:
+            return self._round.number
+
+    def global_model(self, round: int | None = None) -> GlobalModel:
+        """The global model of ``round`` (default: current); only the current one is served."""
+        with self._cond:
+            if round is not None and round != self._round.number:
+                raise RoundClosedError(
+                    f"round {round} is not open; the current round is {self._round.number}"
+                )
+            return self._model
+
+    def describe(self) -> ExperimentDescription:
+        with self._cond:
+            return ExperimentDescription(
+                federation_id=self.plan.federation_id,
+                training_uuid=self.training_uuid,
+                plan=self.plan.document,
+                round=self._round.number,
+                rounds_to_train=self._settings.rounds_to_train,
+                collaborators=self.collaborators,
+                done=self._done,
+            )
+
+    def reported(self) -> dict[str, list[str]]:
+        """Who has reported which tasks in the current round."""
+        with self._cond:
+            return {name: sorted(tasks) for name, tasks in self._round.reported.items()}
+
+    # -- collaborator calls ------------------------------------------------
+
+    def get_tasks(self, collaborator: str, *, wait_s: float = 0.0) -> TaskAssignment:
+        """The tasks ``collaborator`` has not done in the current round.
+
+        When it has none, waits up to ``wait_s`` for the next round to open
+        (a long-poll: the answer comes the moment the round opens).
+        """
+        self._require_member(collaborator)
+        give_up_at = self._clock() + wait_s
+        with self._cond:
+            while True:
+                if self._done:
+                    self._told_done.add(collaborator)
+                    self._cond.notify_all()
+                    return TaskAssignment(round=self._round.number, done=True)
+                done_tasks = self._round.reported.get(collaborator, set())
+                pending = tuple(
+                    AssignedTask(task.name, task.kind)
+                    for task in self._round.tasks
+                    if task.name not in done_tasks
+                )
+                if pending:
+                    return TaskAssignment(self._round.number, pending, self._model.uuid)
+                remaining = give_up_at - self._clock()
+                if remaining <= 0:
+                    return TaskAssignment(self._round.number, (), self._model.uuid)
+                self._cond.wait(remaining)
+
+    def submit(self, collaborator: str, report: TaskReport) -> SubmitAck:
+        """Accept one task result, or refuse it with a reason (the round goes on either way)."""
+        self._require_member(collaborator)
+        with self._cond:
+            refusal = self._refusal(collaborator, report)
+            if refusal is not None:
+                if refusal.duplicate:
+                    log.info("%s: duplicate %s for round %d ignored", collaborator, report.task, report.round)
+                else:
+                    log.warning("rejected %s from %s: %s", report.task, collaborator, refusal.reason)
+                return refusal
+            self._apply(collaborator, report)
+            if self._may_close():
+                self._close_round()
+            return SubmitAck(accepted=True)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def wait_until_finished(self, *, linger_s: float, timeout: float | None = None) -> bool:
+        """Block until the federation is done and every collaborator has been told so
+        (or ``linger_s`` has passed since it finished). False on ``timeout``."""
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._cond:
+            while not self._done:
+                if not self._cond.wait(None if deadline is None else max(0.0, deadline - self._clock())):
+                    if deadline is not None and self._clock() >= deadline:
+                        return False
+            linger_until = self._clock() + linger_s
+            while set(self.collaborators) - self._told_done:
+                remaining = linger_until - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return True
+
+    def close(self) -> None:
+        with self._cond:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _require_member(self, collaborator: str) -> None:
+        if collaborator not in self.collaborators:
+            raise PermissionError(f"{collaborator!r} is not a collaborator of this federation")
+
+    def _open_round(self, number: int) -> _RoundState:
+        final = number >= self._settings.rounds_to_train
+        return _RoundState(number, self.plan.round_tasks(final=final), self._clock())
+
+    def _refusal(self, collaborator: str, report: TaskReport) -> SubmitAck | None:
+        if self._done or report.round != self._round.number:
+            return SubmitAck(
+                False, f"round {report.round} is closed; the current round is {self._round.number}"
+            )
+        task = next((t for t in self._round.tasks if t.name == report.task), None)
+        if task is None:
+            return SubmitAck(False, f"task {report.task!r} is not assigned in round {report.round}")
+        if report.task in self._round.reported.get(collaborator, set()):
+            return SubmitAck(True, "already received", duplicate=True)
+        if report.sample_count <= 0:
+            return SubmitAck(False, f"sample_count must be positive, got {report.sample_count}")
+        bad_metrics = [name for name, value in report.metrics.items() if not math.isfinite(value)]
+        if bad_metrics:
+            return SubmitAck(False, f"metrics are not finite: {', '.join(sorted(bad_metrics))}")
+        if task.kind == "train":
+            if report.tensors is None:
+                return SubmitAck(False, f"train task {report.task!r} sent no weights")
+            problems = find_update_problems(self._model.tensors, report.tensors)
+            if problems:
+                more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+                return SubmitAck(False, "; ".join(problems[:3]) + more)
+        return None
+
+    def _apply(self, collaborator: str, report: TaskReport) -> None:
+        task = next(t for t in self._round.tasks if t.name == report.task)
+        if task.kind == "train":
+            assert report.tensors is not None
+            self._aggregation.add(report.tensors, float(report.sample_count))
+        else:
+            for name, value in report.metrics.items():
+                sums = self._round.metric_sums.setdefault((task.name, name), [0.0, 0.0])
+                sums[0] += value * report.sample_count
+                sums[1] += report.sample_count
+        if self._metrics is not None:
+            for name, value in report.metrics.items():
+                self._metrics.record(
+                    round=report.round, source=collaborator, task=task.name, name=name, value=value
+                )
+        self._round.reported.setdefault(collaborator, set()).add(task.name)
+
+    def _may_close(self) -> bool:
+        complete = sum(self._round.complete(name) for name in self.collaborators)
+        if complete == len(self.collaborators):
+            return True
+        deadline_passed = self._clock() - self._round.opened_at >= self._settings.round_deadline_s
+        return deadline_passed and complete >= self._quorum
+
+    def _on_deadline(self, round_number: int) -> None:
+        with self._cond:
+            if not self._done and self._round.number == round_number and self._may_close():
+                log.warning(
+                    "round %d deadline passed; closing with %d of %d collaborators",
+                    round_number,
+                    sum(self._round.complete(n) for n in self.collaborators),
+                    len(self.collaborators),
+                )
+                self._close_round()
+
+    def _arm_deadline(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        timer = threading.Timer(self._settings.round_deadline_s, self._on_deadline, (self._round.number,))
+        timer.daemon = True
+        timer.start()
+        self._deadline_timer = timer
+
+    def _close_round(self) -> None:
+        state = self._round
+        final = state.number >= self._settings.rounds_to_train
+        metrics = {key: total / weight for key, (total, weight) in state.metric_sums.items() if weight}
+        for (task, name), value in metrics.items():
+            if self._metrics is not None:
+                self._metrics.record(round=state.number, source="aggregator", task=task, name=name, value=value)
+        new_best = self._maybe_save_best(metrics)
+        if not final:
+            tensors = self._aggregation.result() if self._aggregation.count else dict(self._model.tensors)
+            self._model = GlobalModel(self._model.version + 1, str(uuid.uuid4()), tensors)
+            self._store.save_last(tensors, version=self._model.version, model_uuid=self._model.uuid)
+            self._aggregation.reset(tensors)
+        summary = RoundSummary(
+            round=state.number,
+            final=final,
+            model_version=state.number,
+            reporters=tuple(n for n in self.collaborators if state.complete(n)),
+            missing=tuple(n for n in self.collaborators if not state.complete(n)),
+            metrics=metrics,
+            duration_s=self._clock() - state.opened_at,
+            new_best=new_best,
+        )
+        if final:
+            self._done = True
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+        else:
+            self._round = self._open_round(state.number + 1)
+            if not self._round.tasks:  # a plan without validate tasks has no final pass
+                self._done = True
+            else:
+                self._arm_deadline()
+        self._cond.notify_all()
+        if self._on_round_closed is not None:
+            self._on_round_closed(summary)
+
+    def _maybe_save_best(self, metrics: Mapping[MetricKey, float]) -> bool:
+        best = self._settings.best_metric
+        if best is None or (best.task, best.name) not in metrics:
+            return False
+        value = metrics[(best.task, best.name)]
+        if not best.is_better(value, self._best_value):
+            return False
+        self._best_value = value
+        self._store.save_best(
+            self._model.tensors,
+            version=self._model.version,
+            model_uuid=self._model.uuid,
+            metric=f"{best.task}/{best.name}",
+            value=value,
+        )
+        return True

@@ -1,0 +1,40 @@
+"""Where the aggregator keeps models: save/last.safetensors and save/best.safetensors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from fx.tensors.safetensors_io import load_tensors, save_tensors
+
+
+class ModelStore:
+    def __init__(self, save_dir: Path) -> None:
+        self.save_dir = save_dir
+        save_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def last_path(self) -> Path:
+        return self.save_dir / "last.safetensors"
+
+    @property
+    def best_path(self) -> Path:
+        return self.save_dir / "best.safetensors"
+
+    def save_last(self, tensors: Mapping[str, np.ndarray], *, version: int, model_uuid: str) -> None:
+        save_tensors(self.last_path, tensors, _metadata(version, model_uuid))
+
+    def save_best(
+        self, tensors: Mapping[str, np.ndarray], *, version: int, model_uuid: str, metric: str, value: float
+    ) -> None:
+        metadata = _metadata(version, model_uuid) | {"metric": metric, "value": repr(value)}
+        save_tensors(self.best_path, tensors, metadata)
+
+    def load_last(self) -> dict[str, np.ndarray]:
+        return load_tensors(self.last_path)
+
+
+def _metadata(version: int, model_uuid: str) -> dict[str, str]:
+    return {"format": "fx", "model_version": str(version), "model_uuid": model_uuid}

@@ -1,0 +1,112 @@
+"""`fx aggregator start`: serve the plan over gRPC until the federation is done."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import typer
+
+from fx.cli.console import console, setup_logging, warn_loudly
+from fx.cli.options import WorkspaceOption, workspace_paths
+
+app = typer.Typer(no_args_is_help=True)
+log = logging.getLogger("fx.aggregator")
+
+
+@app.command("start")
+def start(
+    workspace: Path | None = WorkspaceOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log everything to the console."),
+) -> None:
+    """Start the aggregator: serve rounds until the plan's rounds_to_train are done."""
+    from fx.aggregator.admission import Admission
+    from fx.aggregator.core import Aggregator, RoundSummary
+    from fx.aggregator.store import ModelStore
+    from fx.algorithms.registry import resolve_aggregation
+    from fx.collaborator.runner import build_initial_weights
+    from fx.metrics import MetricsLog
+    from fx.pki.crl import RevocationList
+    from fx.pki.workspace import require_aggregator_credentials
+    from fx.plan.loader import load_collaborator_names, load_plan
+    from fx.tensors.safetensors_io import load_tensors, save_tensors
+    from fx.transport.grpc.credentials import server_credentials
+    from fx.transport.grpc.server import AggregatorServicer, run_server
+
+    paths = workspace_paths(workspace)
+    plan = load_plan(paths)
+    collaborators = load_collaborator_names(paths)
+    setup_logging(paths.log_file("aggregator"), verbose=verbose)
+    network = plan.network
+
+    if network.tls:
+        credentials = server_credentials(*require_aggregator_credentials(paths))
+    else:
+        credentials = None
+        warn_loudly(
+            "network.tls is false: the aggregator accepts UNAUTHENTICATED, UNENCRYPTED "
+            "connections. Never do this outside a single test machine."
+        )
+
+    if paths.init_model.exists():
+        initial = load_tensors(paths.init_model)
+    else:
+        initial = build_initial_weights(paths.root, plan.model.runner, plan.model.settings)
+        save_tensors(paths.init_model, initial)
+
+    rounds = plan.aggregator.rounds_to_train
+    started = time.monotonic()
+
+    def report(summary: RoundSummary) -> None:
+        label = "final" if summary.final else f"round {summary.round + 1}/{rounds}"
+        scores = "  ".join(f"{task}/{name} {value:.4f}" for (task, name), value in summary.metrics.items())
+        missing = f"  [yellow]missing: {', '.join(summary.missing)}[/]" if summary.missing else ""
+        best = "  [green]best[/]" if summary.new_best else ""
+        console.print(
+            f"[bold]{label:>12}[/]  model v{summary.model_version}  {scores}  "
+            f"{len(summary.reporters)}/{len(collaborators)} reported  {summary.duration_s:.2f}s{best}{missing}"
+        )
+        log.info("round %d closed: %s", summary.round, summary)
+
+    aggregator = Aggregator(
+        plan=plan,
+        collaborators=collaborators,
+        initial_model=initial,
+        aggregation=resolve_aggregation(plan.aggregator.aggregation),
+        store=ModelStore(paths.save),
+        metrics=MetricsLog(paths.metrics),
+        on_round_closed=report,
+    )
+    admission = Admission(
+        collaborators=collaborators,
+        federation_id=plan.federation_id,
+        is_revoked=RevocationList(paths.crl).is_revoked,
+        tls=network.tls,
+    )
+    servicer = AggregatorServicer(aggregator, chunk_bytes=network.chunk_bytes)
+    try:
+        with run_server(
+            servicer,
+            admission=admission,
+            host=network.agg_addr,
+            port=network.agg_port,
+            credentials=credentials,
+            chunk_bytes=network.chunk_bytes,
+            keepalive_s=network.keepalive_s,
+            max_workers=max(16, 4 * len(collaborators) + 8),
+        ) as port:
+            console.print(
+                f"Aggregator listening on {network.agg_addr}:{port} "
+                f"({'mutual TLS' if network.tls else 'NO TLS'}), federation {plan.federation_id[:12]}, "
+                f"{rounds} rounds, collaborators: {', '.join(collaborators)}"
+            )
+            log.info("listening on %s:%d", network.agg_addr, port)
+            aggregator.wait_until_finished(linger_s=plan.aggregator.linger_s)
+    finally:
+        aggregator.close()
+    console.print(
+        f"Federation finished in {time.monotonic() - started:.1f}s. "
+        f"Models: {paths.last_model.relative_to(paths.root)}, {paths.best_model.relative_to(paths.root)}; "
+        f"metrics: {paths.metrics.relative_to(paths.root)}"
+    )

@@ -1,0 +1,72 @@
+"""The `fx` command: groups wired here, expected errors turned into one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fx import __version__
+from fx.cli import aggregator, collaborator, pki, workspace
+from fx.errors import ExitCode, FxError
+
+app = typer.Typer(
+    name="fx",
+    help="Federated learning workspaces: a CA, a plan, one aggregator and many collaborators "
+    "over mutual TLS.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold private keys
+    add_completion=True,
+)
+app.add_typer(workspace.app, name="workspace", help="Create workspaces from templates.")
+app.add_typer(pki.app, name="pki", help="Certificate authority, certificates, CSRs and revocation.")
+app.add_typer(aggregator.app, name="aggregator", help="Run the aggregator.")
+app.add_typer(collaborator.app, name="collaborator", help="Run a collaborator.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code instead of exiting (for in-process tests)."""
+    from fx.cli.console import err_console
+
+    try:
+        app(args=argv, prog_name="fx", standalone_mode=False)
+    except FxError as error:
+        err_console.print(f"[bold red]error[/]: {error.message}", soft_wrap=True)
+        if error.hint:
+            err_console.print(f"[dim]hint[/]: {error.hint}", soft_wrap=True)
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except typer.Exit as done:
+        return int(done.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        return int(ExitCode.ERROR)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return int(exc.exit_code)
+        raise
+    return int(ExitCode.OK)
+
+
+def run() -> None:
+    sys.exit(main())

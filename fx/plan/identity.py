@@ -1,0 +1,36 @@
+"""The federation id: a hash of the plan's canonical form.
+
+Canonical = JSON with sorted keys and no insignificant whitespace, so key order,
+comments and YAML formatting do not change the id but any value does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def federation_id(document: dict[str, Any]) -> str:
+    """SHA-256 of the canonical plan, hex."""
+    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+
+
+def flatten(document: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b.c": leaf} for every leaf of a nested mapping (lists are leaves)."""
+    if isinstance(document, dict) and document:
+        flat: dict[str, Any] = {}
+        for key, value in document.items():
+            flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: document}
+
+
+def differing_keys(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """Key paths whose values differ between two plans (present in only one counts)."""
+    left, right = flatten(ours), flatten(theirs)
+    return sorted(key for key in left.keys() | right.keys() if left.get(key) != right.get(key))

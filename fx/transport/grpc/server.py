@@ -1,0 +1,182 @@
+"""The aggregator's gRPC server: thin handlers over the Aggregator core."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from fx.aggregator.admission import Admission
+from fx.aggregator.core import Aggregator, GlobalModel
+from fx.errors import NetworkError
+from fx.tensors.codec import CodecError, TensorAssembler, iter_chunks, spec_of
+from fx.transport.api import RoundClosedError, TaskReport
+from fx.transport.grpc import converters, metadata
+from fx.transport.grpc.credentials import server_options
+from fx.transport.grpc.interceptor import AdmissionInterceptor
+from fx.transport.grpc.protos import aggregator_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+# A long-poll never holds a request longer than this, whatever the client asks.
+MAX_LONG_POLL_S = 60.0
+
+
+class EncodedModelCache:
+    """The serialized download stream of the current global model, built once per version.
+
+    Every collaborator downloading the same round is served the same bytes:
+    the model is encoded once, not once per collaborator.
+    """
+
+    def __init__(self, chunk_bytes: int) -> None:
+        self._chunk_bytes = chunk_bytes
+        self._lock = threading.Lock()
+        self._uuid: str | None = None
+        self._messages: list[bytes] = []
+        self.encodings = 0  # how many times a model was encoded (tests assert on it)
+
+    def messages(self, model: GlobalModel, round: int) -> list[bytes]:
+        with self._lock:
+            if self._uuid != model.uuid:
+                self._messages = [
+                    pb.ModelChunk(
+                        round=round, model_uuid=model.uuid, chunk=converters.chunk_to_proto(chunk)
+                    ).SerializeToString()
+                    for chunk in iter_chunks(model.tensors, self._chunk_bytes)
+                ]
+                self._uuid = model.uuid
+                self.encodings += 1
+            return self._messages
+
+
+class AggregatorServicer:
+    def __init__(self, aggregator: Aggregator, *, chunk_bytes: int) -> None:
+        self._aggregator = aggregator
+        self.model_cache = EncodedModelCache(chunk_bytes)
+
+    @staticmethod
+    def _sender(context: grpc.ServicerContext) -> str:
+        return metadata.RequestHeader.from_metadata(context.invocation_metadata()).sender
+
+    def get_experiment_description(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return converters.description_to_proto(self._aggregator.describe())
+
+    def get_tasks(self, request: Any, context: grpc.ServicerContext) -> Any:
+        wait_s = max(0.0, min(request.wait_s, MAX_LONG_POLL_S))
+        assignment = self._aggregator.get_tasks(self._sender(context), wait_s=wait_s)
+        return converters.assignment_to_proto(assignment)
+
+    def get_model(self, request: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
+        try:
+            model = self._aggregator.global_model(request.round)
+        except RoundClosedError as exc:
+            context.abort(grpc.StatusCode.ABORTED, str(exc))
+        yield from self.model_cache.messages(model, request.round)
+
+    def send_local_task_results(self, parts: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        sender = self._sender(context)
+        first = next(parts, None)
+        if first is None:
+            return pb.SendResultsResponse(accepted=False, reason="empty upload")
+        reference = self._aggregator.global_model().tensors
+        assembler = TensorAssembler(
+            expected={name: spec_of(array) for name, array in reference.items()}
+        )
+        try:
+            for part in _chain(first, parts):
+                if part.HasField("chunk"):
+                    assembler.feed(converters.chunk_from_proto(part.chunk))
+            tensors = assembler.finish() if first.has_tensors else None
+        except CodecError as exc:
+            log.warning("rejected %s from %s: %s", first.task, sender, exc)
+            return pb.SendResultsResponse(accepted=False, reason=str(exc))
+        report = TaskReport(
+            round=first.round,
+            task=first.task,
+            sample_count=first.sample_count,
+            metrics={metric.name: metric.value for metric in first.metrics},
+            tensors=tensors,
+        )
+        ack = self._aggregator.submit(sender, report)
+        return pb.SendResultsResponse(
+            accepted=ack.accepted, reason=ack.reason, duplicate=ack.duplicate
+        )
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            metadata.SERVICE,
+            {
+                metadata.GET_EXPERIMENT_DESCRIPTION: grpc.unary_unary_rpc_method_handler(
+                    self.get_experiment_description,
+                    request_deserializer=pb.GetExperimentDescriptionRequest.FromString,
+                    response_serializer=pb.ExperimentDescription.SerializeToString,
+                ),
+                metadata.GET_TASKS: grpc.unary_unary_rpc_method_handler(
+                    self.get_tasks,
+                    request_deserializer=pb.GetTasksRequest.FromString,
+                    response_serializer=pb.GetTasksResponse.SerializeToString,
+                ),
+                # Responses are already-serialized ModelChunk bytes from the cache.
+                metadata.GET_MODEL: grpc.unary_stream_rpc_method_handler(
+                    self.get_model,
+                    request_deserializer=pb.GetModelRequest.FromString,
+                    response_serializer=None,
+                ),
+                metadata.SEND_LOCAL_TASK_RESULTS: grpc.stream_unary_rpc_method_handler(
+                    self.send_local_task_results,
+                    request_deserializer=pb.TaskResultPart.FromString,
+                    response_serializer=pb.SendResultsResponse.SerializeToString,
+                ),
+            },
+        )
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+@contextlib.contextmanager
+def run_server(
+    servicer: AggregatorServicer,
+    *,
+    admission: Admission,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None,
+    chunk_bytes: int,
+    keepalive_s: float,
+    max_workers: int,
+) -> Iterator[int]:
+    """Serve on host:port only; yields the bound port. ``credentials=None`` means no TLS."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fx-rpc"),
+        interceptors=[AdmissionInterceptor(admission)],
+        options=server_options(chunk_bytes, keepalive_s),
+    )
+    server.add_generic_rpc_handlers((servicer.generic_handler(),))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise NetworkError(
+            f"cannot listen on {address}: the port is in use or the address is not local",
+            hint="stop the other process, or change network.agg_port in plan/plan.yaml",
+        )
+    server.start()
+    try:
+        yield bound
+    finally:
+        server.stop(grace=2.0).wait()

@@ -1,0 +1,1 @@
+"""Model, data and task code of this workspace (the numpy_logreg_digits template)."""
