@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fx.algorithms.base import Aggregation
 from fx.aggregator.store import ModelStore
+from fx.algorithms.base import Aggregation
 from fx.metrics import MetricsLog
 from fx.plan.model import Plan, TaskSpec
 from fx.tensors.checks import find_update_problems
@@ -185,9 +185,16 @@ class Aggregator:
             refusal = self._refusal(collaborator, report)
             if refusal is not None:
                 if refusal.duplicate:
-                    log.info("%s: duplicate %s for round %d ignored", collaborator, report.task, report.round)
+                    log.info(
+                        "%s: duplicate %s for round %d ignored",
+                        collaborator,
+                        report.task,
+                        report.round,
+                    )
                 else:
-                    log.warning("rejected %s from %s: %s", report.task, collaborator, refusal.reason)
+                    log.warning(
+                        "rejected %s from %s: %s", report.task, collaborator, refusal.reason
+                    )
                 return refusal
             self._apply(collaborator, report)
             if self._may_close():
@@ -202,9 +209,9 @@ class Aggregator:
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while not self._done:
-                if not self._cond.wait(None if deadline is None else max(0.0, deadline - self._clock())):
-                    if deadline is not None and self._clock() >= deadline:
-                        return False
+                if deadline is not None and self._clock() >= deadline:
+                    return False
+                self._cond.wait(None if deadline is None else deadline - self._clock())
             linger_until = self._clock() + linger_s
             while set(self.collaborators) - self._told_done:
                 remaining = linger_until - self._clock()
@@ -290,7 +297,9 @@ class Aggregator:
     def _arm_deadline(self) -> None:
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
-        timer = threading.Timer(self._settings.round_deadline_s, self._on_deadline, (self._round.number,))
+        timer = threading.Timer(
+            self._settings.round_deadline_s, self._on_deadline, (self._round.number,)
+        )
         timer.daemon = True
         timer.start()
         self._deadline_timer = timer
@@ -298,13 +307,19 @@ class Aggregator:
     def _close_round(self) -> None:
         state = self._round
         final = state.number >= self._settings.rounds_to_train
-        metrics = {key: total / weight for key, (total, weight) in state.metric_sums.items() if weight}
+        metrics = {
+            key: total / weight for key, (total, weight) in state.metric_sums.items() if weight
+        }
         for (task, name), value in metrics.items():
             if self._metrics is not None:
-                self._metrics.record(round=state.number, source="aggregator", task=task, name=name, value=value)
+                self._metrics.record(
+                    round=state.number, source="aggregator", task=task, name=name, value=value
+                )
         new_best = self._maybe_save_best(metrics)
         if not final:
-            tensors = self._aggregation.result() if self._aggregation.count else dict(self._model.tensors)
+            tensors = (
+                self._aggregation.result() if self._aggregation.count else dict(self._model.tensors)
+            )
             self._model = GlobalModel(self._model.version + 1, str(uuid.uuid4()), tensors)
             self._store.save_last(tensors, version=self._model.version, model_uuid=self._model.uuid)
             self._aggregation.reset(tensors)

@@ -23,11 +23,19 @@ class ModelStore:
     def best_path(self) -> Path:
         return self.save_dir / "best.safetensors"
 
-    def save_last(self, tensors: Mapping[str, np.ndarray], *, version: int, model_uuid: str) -> None:
+    def save_last(
+        self, tensors: Mapping[str, np.ndarray], *, version: int, model_uuid: str
+    ) -> None:
         save_tensors(self.last_path, tensors, _metadata(version, model_uuid))
 
     def save_best(
-        self, tensors: Mapping[str, np.ndarray], *, version: int, model_uuid: str, metric: str, value: float
+        self,
+        tensors: Mapping[str, np.ndarray],
+        *,
+        version: int,
+        model_uuid: str,
+        metric: str,
+        value: float,
     ) -> None:
         metadata = _metadata(version, model_uuid) | {"metric": metric, "value": repr(value)}
         save_tensors(self.best_path, tensors, metadata)

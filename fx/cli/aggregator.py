@@ -60,12 +60,15 @@ def start(
 
     def report(summary: RoundSummary) -> None:
         label = "final" if summary.final else f"round {summary.round + 1}/{rounds}"
-        scores = "  ".join(f"{task}/{name} {value:.4f}" for (task, name), value in summary.metrics.items())
+        scores = "  ".join(
+            f"{task}/{name} {value:.4f}" for (task, name), value in summary.metrics.items()
+        )
         missing = f"  [yellow]missing: {', '.join(summary.missing)}[/]" if summary.missing else ""
         best = "  [green]best[/]" if summary.new_best else ""
         console.print(
             f"[bold]{label:>12}[/]  model v{summary.model_version}  {scores}  "
-            f"{len(summary.reporters)}/{len(collaborators)} reported  {summary.duration_s:.2f}s{best}{missing}"
+            f"{len(summary.reporters)}/{len(collaborators)} reported  "
+            f"{summary.duration_s:.2f}s{best}{missing}"
         )
         log.info("round %d closed: %s", summary.round, summary)
 
@@ -98,7 +101,8 @@ def start(
         ) as port:
             console.print(
                 f"Aggregator listening on {network.agg_addr}:{port} "
-                f"({'mutual TLS' if network.tls else 'NO TLS'}), federation {plan.federation_id[:12]}, "
+                f"({'mutual TLS' if network.tls else 'NO TLS'}), "
+                f"federation {plan.federation_id[:12]}, "
                 f"{rounds} rounds, collaborators: {', '.join(collaborators)}"
             )
             log.info("listening on %s:%d", network.agg_addr, port)
@@ -107,6 +111,5 @@ def start(
         aggregator.close()
     console.print(
         f"Federation finished in {time.monotonic() - started:.1f}s. "
-        f"Models: {paths.last_model.relative_to(paths.root)}, {paths.best_model.relative_to(paths.root)}; "
-        f"metrics: {paths.metrics.relative_to(paths.root)}"
+        "Models: save/last.safetensors, save/best.safetensors; metrics: logs/metrics.jsonl"
     )

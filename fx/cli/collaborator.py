@@ -16,7 +16,9 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("start")
 def start(
-    name: str = typer.Option(..., "--name", "-n", help="This collaborator's name in plan/cols.yaml."),
+    name: str = typer.Option(
+        ..., "--name", "-n", help="This collaborator's name in plan/cols.yaml."
+    ),
     workspace: Path | None = WorkspaceOption,
     connect_timeout: float | None = typer.Option(
         None, "--connect-timeout", help="Override collaborator.connect_timeout_s (seconds)."
@@ -79,9 +81,13 @@ def start(
         def report(outcome: TaskOutcome) -> None:
             scores = "  ".join(f"{k} {v:.4f}" for k, v in outcome.metrics.items())
             status = "" if outcome.accepted else f"  [yellow]refused: {outcome.reason}[/]"
-            console.print(f"{name}: round {outcome.round + 1:>3}  {outcome.task:<10} {scores}{status}")
+            console.print(
+                f"{name}: round {outcome.round + 1:>3}  {outcome.task:<10} {scores}{status}"
+            )
 
-        rounds = Collaborator(name=name, api=client, runner=runner, plan=plan, on_task_done=report).run()
+        rounds = Collaborator(
+            name=name, api=client, runner=runner, plan=plan, on_task_done=report
+        ).run()
     finally:
         client.close()
     logging.getLogger("fx.collaborator").info("finished after %d rounds", rounds)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a line per event, never re-wrapped at 80 columns when output is a file.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def warn_loudly(message: str) -> None:

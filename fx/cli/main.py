@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     from fx.cli.console import err_console
 
     try:
-        app(args=argv, prog_name="fx", standalone_mode=False)
+        app(args=argv, prog_name="fx")
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     except FxError as error:
         err_console.print(f"[bold red]error[/]: {error.message}", soft_wrap=True)
         if error.hint:
@@ -53,18 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return int(ExitCode.INTERRUPTED)
-    except typer.Exit as done:
-        return int(done.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        return int(ExitCode.ERROR)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return int(exc.exit_code)
-        raise
     return int(ExitCode.OK)
 
 

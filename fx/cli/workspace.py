@@ -18,7 +18,12 @@ def create(
         "torch_cnn_digits", "--template", "-t", help="Template name (see `fx workspace templates`)."
     ),
     collaborators: int = typer.Option(
-        2, "--collaborators", "-n", min=1, max=999, help="Number of collaborators in plan/cols.yaml."
+        2,
+        "--collaborators",
+        "-n",
+        min=1,
+        max=999,
+        help="Number of collaborators in plan/cols.yaml.",
     ),
     rounds: int = typer.Option(5, "--rounds", min=1, help="aggregator.rounds_to_train."),
     agg_addr: str = typer.Option("localhost", "--agg-addr", help="network.agg_addr."),

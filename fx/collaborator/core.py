@@ -55,7 +55,9 @@ class Collaborator:
             try:
                 self._run_round(assignment)
             except RoundClosedError as exc:
-                log.warning("%s: round %d closed while working (%s)", self.name, assignment.round, exc)
+                log.warning(
+                    "%s: round %d closed while working (%s)", self.name, assignment.round, exc
+                )
                 continue
             rounds_worked += 1
 
@@ -79,10 +81,18 @@ class Collaborator:
                 )
             )
             if not ack.accepted:
-                log.warning("%s: %s for round %d refused: %s", self.name, spec.name, assignment.round, ack.reason)
+                log.warning(
+                    "%s: %s for round %d refused: %s",
+                    self.name,
+                    spec.name,
+                    assignment.round,
+                    ack.reason,
+                )
             if self._on_task_done is not None:
                 self._on_task_done(
-                    TaskOutcome(assignment.round, spec.name, dict(result.metrics), ack.accepted, ack.reason)
+                    TaskOutcome(
+                        assignment.round, spec.name, dict(result.metrics), ack.accepted, ack.reason
+                    )
                 )
             if not ack.accepted:
                 return

@@ -103,13 +103,18 @@ def build_runner(
 def build_initial_weights(
     workspace: Path, reference: str, settings: Mapping[str, Any]
 ) -> dict[str, np.ndarray]:
-    """The first global model, from the runner class's ``initial_weights`` classmethod."""
+    """The first global model, built by the runner without touching any data.
+
+    A runner class may define an ``initial_weights(settings)`` classmethod;
+    otherwise it is constructed (runners read their data lazily, on the first
+    task) and asked for its weights.
+    """
     runner_class = import_from_workspace(workspace, reference, field_name="model.runner")
     factory = getattr(runner_class, "initial_weights", None)
-    if factory is None:
-        raise PlanError(
-            f"{reference} has no initial_weights(settings) classmethod",
-            hint="add one, or write save/init.safetensors with `fx plan initialize`",
-        )
-    weights: dict[str, np.ndarray] = factory(settings)
-    return weights
+    if factory is not None:
+        weights: dict[str, np.ndarray] = factory(settings)
+        return weights
+    runner: TaskRunner = runner_class(
+        data_dir=workspace / "data", settings=settings, collaborator="aggregator"
+    )
+    return runner.get_weights()

@@ -79,9 +79,7 @@ def verify_bundle(bundle: Bundle, source: Path | str, *, now: datetime | None = 
             "nor a collaborator (clientAuth) certificate"
         )
     policy = (
-        verification.PolicyBuilder()
-        .store(verification.Store([bundle.root]))
-        .time(now or utc_now())
+        verification.PolicyBuilder().store(verification.Store([bundle.root])).time(now or utc_now())
     )
     intermediates = list(bundle.intermediates)
     try:

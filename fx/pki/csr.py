@@ -67,9 +67,13 @@ def csr_pem(csr: x509.CertificateSigningRequest) -> Pem:
     return Pem(csr.public_bytes(serialization.Encoding.PEM))
 
 
+def csr_der(csr: x509.CertificateSigningRequest) -> bytes:
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
 def csr_fingerprint(csr: x509.CertificateSigningRequest) -> str:
     """The short SHA-256 fingerprint of the CSR's DER, read aloud to the CA."""
-    return short_fingerprint(csr.public_bytes(serialization.Encoding.DER))
+    return short_fingerprint(csr_der(csr))
 
 
 @dataclass(frozen=True)

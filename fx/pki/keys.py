@@ -8,6 +8,7 @@ from typing import TypeAlias
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from fx.errors import PkiError
 from fx.pki.pem import Pem
@@ -86,9 +87,12 @@ def read_private_key(path: Path) -> PrivateKey:
     return load_private_key(data, path)
 
 
-def public_key_der(key: PrivateKey | PublicKey) -> bytes:
-    """The SubjectPublicKeyInfo DER of a key, to compare keys by value."""
-    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) else key
-    return public.public_bytes(
+def key_matches(key: PrivateKey, public_key: CertificatePublicKeyTypes) -> bool:
+    """Whether ``public_key`` (e.g. a certificate's) is the public half of ``key``."""
+    return _subject_public_key_info(key.public_key()) == _subject_public_key_info(public_key)
+
+
+def _subject_public_key_info(public_key: CertificatePublicKeyTypes) -> bytes:
+    return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -40,7 +40,9 @@ def is_identity_name(name: str) -> bool:
 def check_identity_name(name: str, *, field: str = "name") -> str:
     """``name`` if it is a safe identity name, else PkiError naming ``field``."""
     if not is_identity_name(name):
-        raise PkiError(f"{field}: {name!r} is not a safe identity name", hint=f"use {_IDENTITY_RULE}")
+        raise PkiError(
+            f"{field}: {name!r} is not a safe identity name", hint=f"use {_IDENTITY_RULE}"
+        )
     return name
 
 

@@ -63,4 +63,3 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
 def read_certificate(path: Path) -> x509.Certificate:
     """The first certificate in the PEM file at ``path``."""
     return read_certificates(path)[0]
-

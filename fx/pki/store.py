@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from fx.errors import PkiError
 from fx.pki.ca import CertificateAuthority
 from fx.pki.files import make_private_dir
 from fx.pki.inspect import format_serial
-from fx.pki.keys import public_key_der, read_private_key
+from fx.pki.keys import key_matches, read_private_key
 from fx.pki.pem import Pem, certificate_pem, read_certificate
 from fx.workspace.paths import WorkspacePaths
 
@@ -85,7 +86,7 @@ def load_ca(paths: WorkspacePaths) -> FederationCa | None:
     signing = _load_authority(files.signing_cert, files.signing_key)
     try:
         signing.cert.verify_directly_issued_by(root.cert)
-    except (ValueError, TypeError, Exception) as exc:
+    except (ValueError, TypeError, InvalidSignature) as exc:
         raise PkiError(
             f"{files.signing_cert} was not issued by {files.root_cert}",
             hint="restore cert/ca/ from its backup",
@@ -140,7 +141,7 @@ def issued_certificates(paths: WorkspacePaths) -> list[tuple[Path, x509.Certific
 def _load_authority(cert_path: Path, key_path: Path) -> CertificateAuthority:
     cert = read_certificate(cert_path)
     key = read_private_key(key_path)
-    if public_key_der(key) != public_key_der(cert.public_key()):  # type: ignore[arg-type]
+    if not key_matches(key, cert.public_key()):
         raise PkiError(
             f"{key_path} is not the key of {cert_path}",
             hint="restore cert/ca/ from its backup",

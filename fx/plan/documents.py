@@ -58,7 +58,9 @@ def _describe(error: Any) -> str:
     where = key_path(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        extra = (
+            sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        )
         unknown = ", ".join(repr(key) for key in extra) or error.message
         hint = f"; valid keys here: {', '.join(allowed)}" if allowed else ""
         return f"{where}: unknown key {unknown}{hint}"
@@ -71,7 +73,9 @@ def _describe(error: Any) -> str:
 
 def validate_document(document: dict[str, Any], schema_name: str, path: Path) -> None:
     """Raise PlanError listing every schema violation in ``document`` (read from ``path``)."""
-    errors = sorted(_validator(schema_name).iter_errors(document), key=lambda e: list(e.absolute_path))
+    errors = sorted(
+        _validator(schema_name).iter_errors(document), key=lambda e: list(e.absolute_path)
+    )
     if errors:
         lines = "\n  ".join(_describe(error) for error in errors)
         raise PlanError(

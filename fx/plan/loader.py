@@ -50,7 +50,9 @@ def plan_from_document(document: dict[str, Any], path: Path) -> Plan:
 
 def _check_consistency(plan: Plan, path: Path) -> None:
     if not plan.tasks_of_kind("train"):
-        raise PlanError(f"{path}: tasks: no task has kind 'train'", hint="add one, e.g. train: {kind: train}")
+        raise PlanError(
+            f"{path}: tasks: no task has kind 'train'", hint="add one, e.g. train: {kind: train}"
+        )
     best = plan.aggregator.best_metric
     if best is not None:
         validate_names = [task.name for task in plan.tasks_of_kind("validate")]

@@ -82,7 +82,9 @@ def non_finite_count(array: NDArray[Any]) -> tuple[int, int]:
     # is. A float64 sum of float32/16 values cannot overflow; if it does not come
     # out finite (a real NaN/Inf, or float64 values near the overflow limit),
     # count exactly, block by block.
-    if np.isfinite(np.sum(array, dtype=np.float64)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(array, dtype=np.float64)
+    if np.isfinite(total):
         return 0, 0
     flat = array.reshape(-1)
     nan = inf = 0

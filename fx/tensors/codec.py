@@ -201,7 +201,8 @@ class TensorAssembler:
                 f"{pending.dtype}{list(pending.shape)} ({pending.total_bytes} bytes)"
             )
 
-        size = len(chunk.data) if isinstance(chunk.data, bytes) else chunk.data.nbytes
+        data = memoryview(chunk.data)
+        size = data.nbytes
         start, end = chunk.offset, chunk.offset + size
         if start < 0 or end > pending.total_bytes:
             raise CodecError(
@@ -213,7 +214,7 @@ class TensorAssembler:
         if not pending.claim(start, end):
             raise CodecError(f"tensor {name!r}: chunk bytes [{start}, {end}) were already received")
         if size:
-            pending.buffer[start:end] = np.frombuffer(chunk.data, dtype=np.uint8)
+            pending.buffer[start:end] = np.frombuffer(data, dtype=np.uint8)
 
         if pending.received < pending.total_bytes:
             return None

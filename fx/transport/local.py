@@ -31,7 +31,9 @@ class LocalTransport:
     def send_results(self, report: TaskReport) -> SubmitAck:
         if report.tensors is not None:
             copied = {name: np.array(array, copy=True) for name, array in report.tensors.items()}
-            report = TaskReport(report.round, report.task, report.sample_count, report.metrics, copied)
+            report = TaskReport(
+                report.round, report.task, report.sample_count, report.metrics, copied
+            )
         return self._aggregator.submit(self._collaborator, report)
 
     def close(self) -> None:

@@ -55,7 +55,9 @@ def plan_document(template: Template, *, network: NetworkChoice, rounds: int) ->
 
 
 def dump_yaml(path: Path, document: dict[str, Any], *, schema: str | None = None) -> None:
-    header = f"# yaml-language-server: $schema={SCHEMA_DIR}/{schema}.schema.json\n" if schema else ""
+    header = (
+        f"# yaml-language-server: $schema={SCHEMA_DIR}/{schema}.schema.json\n" if schema else ""
+    )
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
     path.write_text(header + body, encoding="utf-8")
 
@@ -89,9 +91,13 @@ def create_workspace(
         shutil.copytree(bundled_dir("workspace_schema"), paths.plan_dir / SCHEMA_DIR)
         for directory in (paths.cert, paths.save, paths.logs, paths.data):
             directory.mkdir(exist_ok=True)
-        dump_yaml(paths.plan, plan_document(template, network=network, rounds=rounds), schema="plan")
+        dump_yaml(
+            paths.plan, plan_document(template, network=network, rounds=rounds), schema="plan"
+        )
         dump_yaml(paths.cols, {"collaborators": collaborators}, schema="cols")
-        prepare = import_from_workspace(paths.root, template.prepare_data, field_name="prepare_data")
+        prepare = import_from_workspace(
+            paths.root, template.prepare_data, field_name="prepare_data"
+        )
         data = prepare(paths.data, list(collaborators))
         dump_yaml(paths.data_config, {"data": dict(data)}, schema="data")
         (paths.root / "requirements.txt").write_text(

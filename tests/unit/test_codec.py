@@ -11,6 +11,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import pytest
+import torch
 from numpy.typing import NDArray
 
 from fx.tensors.codec import (
@@ -120,7 +121,8 @@ def test_chunks_are_zero_copy_views_of_the_tensor() -> None:
 def test_non_contiguous_and_big_endian_tensors_travel_as_little_endian_c_order() -> None:
     matrix = np.arange(12, dtype=np.float64).reshape(3, 4)
     big = np.arange(5, dtype=">i4")
-    result = assemble(list(iter_chunks({"t": matrix.T, "big": big}, chunk_bytes=5)))
+    tensors: dict[str, NDArray[Any]] = {"t": matrix.T, "big": big}
+    result = assemble(list(iter_chunks(tensors, chunk_bytes=5)))
     np.testing.assert_array_equal(result["t"], matrix.T)
     assert result["big"].dtype == np.dtype("<i4")
     np.testing.assert_array_equal(result["big"], big)
@@ -143,7 +145,7 @@ def test_assembler_writes_into_one_preallocated_buffer() -> None:
     for chunk in iter_chunks({"w": array}, chunk_bytes=1024):
         completed = assembler.feed(chunk) or completed
     assert completed is not None
-    name, tensor = completed
+    _, tensor = completed
     # The tensor is a view of a single uint8 buffer of exactly its size that the
     # assembler allocated: no join of chunk bytes, no copy at the end.
     base = tensor.base
@@ -155,7 +157,10 @@ def test_assembler_writes_into_one_preallocated_buffer() -> None:
 
 
 def test_feed_returns_each_tensor_when_its_last_chunk_arrives() -> None:
-    model = {"a": np.arange(4, dtype=np.int16), "b": np.ones(3, dtype=np.uint8)}
+    model: dict[str, NDArray[Any]] = {
+        "a": np.arange(4, dtype=np.int16),
+        "b": np.ones(3, dtype=np.uint8),
+    }
     assembler = TensorAssembler()
     returned = [assembler.feed(c) for c in iter_chunks(model, chunk_bytes=4)]
     assert [r[0] if r else None for r in returned] == [None, "a", "b"]
@@ -279,8 +284,8 @@ def test_tensor_over_2_gib_round_trips_with_at_most_two_copies() -> None:
     rss_before = _rss_now()
     assembler = TensorAssembler()
     chunks = 0
-    for piece in iter_chunks({"huge": source}, chunk_bytes=4 * MiB):
-        assembler.feed(piece)
+    for part in iter_chunks({"huge": source}, chunk_bytes=4 * MiB):
+        assembler.feed(part)
         chunks += 1
     result = assembler.finish()["huge"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
@@ -290,4 +295,112 @@ def test_tensor_over_2_gib_round_trips_with_at_most_two_copies() -> None:
     # Source + the one assembled buffer, plus slack for the interpreter: no third copy.
     assert peak - rss_before < 1.25 * size
     for start in range(0, size, block.size):
-        assert np.array_equal(result[start : start + block.size], source[start : start + block.size])
+        assert np.array_equal(
+            result[start : start + block.size], source[start : start + block.size]
+        )
+
+
+# --- torch state dicts ------------------------------------------------------------
+
+
+class SmallNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+        self.bn = torch.nn.BatchNorm1d(3)
+        self.head = torch.nn.Linear(3, 2).to(torch.bfloat16)
+
+
+def trained_net(seed: int) -> SmallNet:
+    torch.manual_seed(seed)
+    net = SmallNet()
+    net.train()
+    net.bn(torch.randn(8, 3))  # moves running stats and num_batches_tracked
+    return net
+
+
+def test_torch_state_dict_round_trips_through_the_codec_bit_exact() -> None:
+    from fx.tensors.torch_bridge import load_into_module, state_dict_to_numpy
+
+    source = trained_net(seed=1)
+    arrays = state_dict_to_numpy(source.state_dict())
+    assert arrays["bn.num_batches_tracked"].dtype == np.int64
+    assert int(arrays["bn.num_batches_tracked"]) == 1
+    assert arrays["head.weight"].dtype == np.dtype(ml_dtypes.bfloat16)
+    assert arrays["fc.weight"].dtype == np.float32
+
+    received = assemble(list(iter_chunks(arrays, chunk_bytes=5)))
+    target = trained_net(seed=2)
+    load_into_module(target, received)
+
+    for name, tensor in source.state_dict().items():
+        loaded = target.state_dict()[name]
+        assert loaded.dtype == tensor.dtype, name
+        assert torch.equal(loaded, tensor), name
+
+
+def test_state_dict_to_numpy_copies_so_training_cannot_change_the_arrays() -> None:
+    from fx.tensors.torch_bridge import state_dict_to_numpy
+
+    net = trained_net(seed=1)
+    arrays = state_dict_to_numpy(net.state_dict())
+    before = arrays["fc.weight"].copy()
+    with torch.no_grad():
+        net.fc.weight.add_(1.0)
+    np.testing.assert_array_equal(arrays["fc.weight"], before)
+
+
+def test_numpy_to_state_dict_preserves_dtypes_and_accepts_read_only_arrays() -> None:
+    from fx.tensors.torch_bridge import numpy_to_state_dict
+
+    read_only = np.frombuffer(np.arange(3, dtype=np.float16).tobytes(), dtype=np.float16)
+    tensors = numpy_to_state_dict(
+        {
+            "h": read_only,
+            "b": np.array([1.5, -3.0], dtype=ml_dtypes.bfloat16),
+            "n": np.array(5, dtype=np.int64),
+            "m": np.array([True, False]),
+        }
+    )
+    assert tensors["h"].dtype == torch.float16 and tensors["h"].tolist() == [0.0, 1.0, 2.0]
+    assert tensors["b"].dtype == torch.bfloat16 and tensors["b"].tolist() == [1.5, -3.0]
+    assert tensors["n"].dtype == torch.int64 and tensors["n"].shape == ()
+    assert tensors["m"].dtype == torch.bool
+
+
+def test_load_into_module_is_strict_and_leaves_the_module_unchanged_on_error() -> None:
+    from fx.tensors.torch_bridge import load_into_module, state_dict_to_numpy
+
+    net = trained_net(seed=1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    arrays = state_dict_to_numpy(trained_net(seed=2).state_dict())
+    arrays["fc.weight"] = arrays["fc.weight"].astype(np.float64)
+    del arrays["bn.running_mean"]
+    arrays["extra"] = np.zeros(1, np.float32)
+    with pytest.raises(CodecError) as caught:
+        load_into_module(net, arrays)
+    message = str(caught.value)
+    assert "missing tensor 'bn.running_mean'" in message
+    assert "unexpected tensor 'extra'" in message
+    assert "'fc.weight': got float64[3, 4], the module has float32[3, 4]" in message
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_unsupported_torch_dtype_is_refused_by_name() -> None:
+    from fx.tensors.torch_bridge import state_dict_to_numpy
+
+    with pytest.raises(CodecError, match=r"'z' has dtype torch\.complex64"):
+        state_dict_to_numpy({"z": torch.zeros(2, dtype=torch.complex64)})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_load_into_module_keeps_parameters_on_their_device() -> None:
+    from fx.tensors.torch_bridge import load_into_module, state_dict_to_numpy
+
+    source = trained_net(seed=1)
+    target = trained_net(seed=2).cuda()
+    load_into_module(target, state_dict_to_numpy(source.state_dict()))
+    for name, tensor in target.state_dict().items():
+        assert tensor.is_cuda, name
+        assert torch.equal(tensor.cpu(), source.state_dict()[name]), name

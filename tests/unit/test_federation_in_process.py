@@ -23,7 +23,9 @@ from fx.workspace.paths import WorkspacePaths
 from fx.workspace.templates import get_template
 
 
-def _workspace(tmp_path: Path, template: str = "numpy_logreg_digits", rounds: int = 5) -> WorkspacePaths:
+def _workspace(
+    tmp_path: Path, template: str = "numpy_logreg_digits", rounds: int = 5
+) -> WorkspacePaths:
     return create_workspace(
         get_template(template),
         tmp_path / "ws",
@@ -68,7 +70,11 @@ def _run_collaborators(paths: WorkspacePaths, aggregator: Aggregator) -> list[in
                 collaborator=name,
             )
             collaborator = Collaborator(
-                name=name, api=LocalTransport(aggregator, name), runner=runner, plan=plan, poll_wait_s=5
+                name=name,
+                api=LocalTransport(aggregator, name),
+                runner=runner,
+                plan=plan,
+                poll_wait_s=5,
             )
             worked[name] = collaborator.run()
         except BaseException as exc:  # surfaced in the main thread below
@@ -126,7 +132,13 @@ def test_global_model_is_the_sample_weighted_average(tmp_path: Path) -> None:
         for task in ("validate", "train"):
             ack = aggregator.submit(
                 name,
-                TaskReport(0, task, samples, {"accuracy": 0.5, "loss": 1.0}, tensors if task == "train" else None),
+                TaskReport(
+                    0,
+                    task,
+                    samples,
+                    {"accuracy": 0.5, "loss": 1.0},
+                    tensors if task == "train" else None,
+                ),
             )
             assert ack.accepted, ack.reason
     model = aggregator.global_model().tensors
@@ -153,7 +165,9 @@ def test_bad_updates_are_refused_and_the_round_goes_on(tmp_path: Path, change, r
     assert not aggregator.submit("site-1", TaskReport(3, "train", 10, {}, good)).accepted
     assert "not assigned" in aggregator.submit("site-1", TaskReport(0, "nope", 10, {}, good)).reason
     for name in ("site-1", "site-2"):
-        assert aggregator.submit(name, TaskReport(0, "validate", 10, {"accuracy": 0.1}, None)).accepted
+        assert aggregator.submit(
+            name, TaskReport(0, "validate", 10, {"accuracy": 0.1}, None)
+        ).accepted
         assert aggregator.submit(name, TaskReport(0, "train", 10, {}, dict(good))).accepted
     assert aggregator.round == 1
 

@@ -128,7 +128,9 @@ class GrpcAggregatorClient:
                 timeout=self._settings.call_timeout_s,
             ),
         )
-        return SubmitAck(accepted=message.accepted, reason=message.reason, duplicate=message.duplicate)
+        return SubmitAck(
+            accepted=message.accepted, reason=message.reason, duplicate=message.duplicate
+        )
 
     def close(self) -> None:
         self._channel.close()

@@ -44,7 +44,9 @@ def assignment_from_proto(message: pb.GetTasksResponse) -> TaskAssignment:
     tasks = []
     for task in message.tasks:
         if task.kind not in ("train", "validate"):
-            raise ValueError(f"aggregator assigned task {task.name!r} of unknown kind {task.kind!r}")
+            raise ValueError(
+                f"aggregator assigned task {task.name!r} of unknown kind {task.kind!r}"
+            )
         tasks.append(AssignedTask(task.name, task.kind))
     return TaskAssignment(
         round=message.round, tasks=tuple(tasks), model_uuid=message.model_uuid, done=message.done

@@ -44,8 +44,13 @@ class AdmissionInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 check_federation=check_federation,
             )
             if refusal is not None:
-                log.warning("refused %s from %s (%s): %s", details.method, header.sender or "?",
-                            context.peer(), refusal.reason)
+                log.warning(
+                    "refused %s from %s (%s): %s",
+                    details.method,
+                    header.sender or "?",
+                    context.peer(),
+                    refusal.reason,
+                )
                 context.abort(_STATUS[refusal.kind], refusal.reason)
 
         return _wrap(handler, admit)

@@ -1,0 +1,42 @@
+"""Run the real `fx` command as separate processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FX = [sys.executable, "-m", "fx"]
+
+
+def fx_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "200"  # rich wraps long lines at 80 without a TTY
+    return env
+
+
+def fx(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run one fx command to completion."""
+    return subprocess.run(
+        [*FX, *args], cwd=cwd, env=fx_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def fx_start(*args: str, cwd: Path, log: Path) -> subprocess.Popen[str]:
+    """Start a long-running fx command; stdout+stderr go to ``log``."""
+    with log.open("w") as stream:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [*FX, *args], cwd=cwd, env=fx_env(), stdout=stream, stderr=subprocess.STDOUT, text=True
+        )
+
+
+def finish(process: subprocess.Popen[str], log: Path, timeout: float = 240) -> tuple[int, str]:
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"{process.args} did not finish:\n{log.read_text()}") from None
+    return code, log.read_text()
