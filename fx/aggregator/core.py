@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fx.aggregator.checkpoint import CheckpointStore, ResumeState, RoundRecord
 from fx.aggregator.store import ModelStore
 from fx.algorithms.base import Aggregation
 from fx.metrics import MetricsLog
@@ -87,13 +88,15 @@ class Aggregator:
         store: ModelStore,
         metrics: MetricsLog | None = None,
         on_round_closed: Callable[[RoundSummary], None] | None = None,
+        checkpoints: CheckpointStore | None = None,
+        resume: ResumeState | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not collaborators:
             raise ValueError("a federation needs at least one collaborator")
         self.plan = plan
         self.collaborators = tuple(collaborators)
-        self.training_uuid = str(uuid.uuid4())
+        self.training_uuid = resume.training_uuid if resume else str(uuid.uuid4())
         self._settings = plan.aggregator
         self._quorum = self._settings.quorum_count(len(self.collaborators))
         self._aggregation = aggregation
@@ -101,15 +104,22 @@ class Aggregator:
         self._metrics = metrics
         self._on_round_closed = on_round_closed
         self._clock = clock
+        self._checkpoints = checkpoints
         self._cond = threading.Condition()
-        self._model = GlobalModel(0, str(uuid.uuid4()), dict(initial_model))
+        if resume is None:
+            self._model = GlobalModel(0, str(uuid.uuid4()), dict(initial_model))
+            first_round, self._best_value, self._done = 0, None, False
+        else:
+            self._model = GlobalModel(resume.model_version, resume.model_uuid, dict(initial_model))
+            first_round, self._best_value = resume.next_round, resume.best_value
+            self._done = resume.finished
         self._aggregation.reset(self._model.tensors)
-        self._best_value: float | None = None
-        self._done = False
         self._told_done: set[str] = set()
-        self._round = self._open_round(0)
-        self._deadline_timer: threading.Timer | None = None
-        self._arm_deadline()
+        self._last_seen: dict[str, float] = {}
+        self._round = self._open_round(first_round)
+        self._closed = False
+        self._watchdog = threading.Thread(target=self._watch, name="fx-round-watchdog", daemon=True)
+        self._watchdog.start()
 
     # -- queries -----------------------------------------------------------
 
@@ -201,6 +211,30 @@ class Aggregator:
                 self._close_round()
             return SubmitAck(accepted=True)
 
+    def mark_alive(self, collaborator: str) -> None:
+        """Record a sign of life (any call or a heartbeat) from ``collaborator``."""
+        with self._cond:
+            self._last_seen[collaborator] = self._clock()
+
+    def _presumed_dead(self, collaborator: str) -> bool:
+        """Silent for longer than liveness_timeout_s after having been seen.
+
+        One that was never seen in this process is not presumed dead: it may
+        still be starting, and only the round deadline stops us waiting for it.
+        A slow trainer keeps its heartbeat going, so it is never presumed dead.
+        """
+        seen = self._last_seen.get(collaborator)
+        return seen is not None and self._clock() - seen > self._settings.liveness_timeout_s
+
+    def liveness(self) -> dict[str, float | None]:
+        """Seconds since each collaborator was last heard from (None: never)."""
+        with self._cond:
+            now = self._clock()
+            return {
+                name: (now - self._last_seen[name]) if name in self._last_seen else None
+                for name in self.collaborators
+            }
+
     # -- lifecycle -----------------------------------------------------------
 
     def wait_until_finished(self, *, linger_s: float, timeout: float | None = None) -> bool:
@@ -222,14 +256,15 @@ class Aggregator:
 
     def close(self) -> None:
         with self._cond:
-            if self._deadline_timer is not None:
-                self._deadline_timer.cancel()
+            self._closed = True
+            self._cond.notify_all()
 
     # -- internals ---------------------------------------------------------------
 
     def _require_member(self, collaborator: str) -> None:
         if collaborator not in self.collaborators:
             raise PermissionError(f"{collaborator!r} is not a collaborator of this federation")
+        self.mark_alive(collaborator)
 
     def _open_round(self, number: int) -> _RoundState:
         final = number >= self._settings.rounds_to_train
@@ -277,32 +312,38 @@ class Aggregator:
         self._round.reported.setdefault(collaborator, set()).add(task.name)
 
     def _may_close(self) -> bool:
-        complete = sum(self._round.complete(name) for name in self.collaborators)
-        if complete == len(self.collaborators):
+        """All have reported; or a quorum has and the rest are dead or past the deadline."""
+        pending = [name for name in self.collaborators if not self._round.complete(name)]
+        if not pending:
             return True
-        deadline_passed = self._clock() - self._round.opened_at >= self._settings.round_deadline_s
-        return deadline_passed and complete >= self._quorum
+        if len(self.collaborators) - len(pending) < self._quorum:
+            return False
+        if all(self._presumed_dead(name) for name in pending):
+            return True
+        return self._clock() - self._round.opened_at >= self._settings.round_deadline_s
 
-    def _on_deadline(self, round_number: int) -> None:
+    def _watch(self) -> None:
+        """Close a round whose stragglers died or ran out of time.
+
+        Healthy rounds close the moment the last result arrives (in submit);
+        this only catches the unhealthy ones, so a coarse tick is enough.
+        """
+        tick = max(0.05, min(1.0, self._settings.liveness_timeout_s / 4))
         with self._cond:
-            if not self._done and self._round.number == round_number and self._may_close():
-                log.warning(
-                    "round %d deadline passed; closing with %d of %d collaborators",
-                    round_number,
-                    sum(self._round.complete(n) for n in self.collaborators),
-                    len(self.collaborators),
-                )
-                self._close_round()
-
-    def _arm_deadline(self) -> None:
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        timer = threading.Timer(
-            self._settings.round_deadline_s, self._on_deadline, (self._round.number,)
-        )
-        timer.daemon = True
-        timer.start()
-        self._deadline_timer = timer
+            while not self._closed and not self._done:
+                self._cond.wait(tick)
+                if not self._closed and not self._done and self._may_close():
+                    pending = [n for n in self.collaborators if not self._round.complete(n)]
+                    overdue = (
+                        self._clock() - self._round.opened_at >= self._settings.round_deadline_s
+                    )
+                    log.warning(
+                        "round %d closing without %s (%s)",
+                        self._round.number,
+                        ", ".join(pending),
+                        "deadline passed" if overdue else "no sign of life",
+                    )
+                    self._close_round()
 
     def _close_round(self) -> None:
         state = self._round
@@ -335,17 +376,38 @@ class Aggregator:
         )
         if final:
             self._done = True
-            if self._deadline_timer is not None:
-                self._deadline_timer.cancel()
         else:
             self._round = self._open_round(state.number + 1)
             if not self._round.tasks:  # a plan without validate tasks has no final pass
                 self._done = True
-            else:
-                self._arm_deadline()
+        self._save_checkpoint(summary)
         self._cond.notify_all()
         if self._on_round_closed is not None:
             self._on_round_closed(summary)
+
+    def _save_checkpoint(self, summary: RoundSummary) -> None:
+        if self._checkpoints is None:
+            return
+        self._checkpoints.save(
+            ResumeState(
+                federation_id=self.plan.federation_id,
+                training_uuid=self.training_uuid,
+                next_round=summary.round + 1,
+                model_version=self._model.version,
+                model_uuid=self._model.uuid,
+                best_value=self._best_value,
+                finished=self._done,
+            ),
+            self._model.tensors,
+            RoundRecord(
+                round=summary.round,
+                reporters=summary.reporters,
+                missing=summary.missing,
+                metrics={
+                    f"{task}/{name}": value for (task, name), value in summary.metrics.items()
+                },
+            ),
+        )
 
     def _maybe_save_best(self, metrics: Mapping[MetricKey, float]) -> bool:
         best = self._settings.best_metric

@@ -10,6 +10,7 @@ import typer
 
 from fx.cli.console import console, setup_logging, warn_loudly
 from fx.cli.options import WorkspaceOption, workspace_paths
+from fx.errors import PlanError, WorkspaceError
 
 app = typer.Typer(no_args_is_help=True)
 log = logging.getLogger("fx.aggregator")
@@ -18,10 +19,19 @@ log = logging.getLogger("fx.aggregator")
 @app.command("start")
 def start(
     workspace: Path | None = WorkspaceOption,
+    restart: bool = typer.Option(
+        False, "--restart", help="Discard the checkpoint in save/ and begin at round 1."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --restart."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log everything to the console."),
 ) -> None:
-    """Start the aggregator: serve rounds until the plan's rounds_to_train are done."""
+    """Start the aggregator: serve rounds until the plan's rounds_to_train are done.
+
+    With a checkpoint in save/ (a previous run stopped or crashed), it resumes
+    at the round after the last finished one.
+    """
     from fx.aggregator.admission import Admission
+    from fx.aggregator.checkpoint import CheckpointStore
     from fx.aggregator.core import Aggregator, RoundSummary
     from fx.aggregator.store import ModelStore
     from fx.algorithms.registry import resolve_aggregation
@@ -49,7 +59,34 @@ def start(
             "connections. Never do this outside a single test machine."
         )
 
-    if paths.init_model.exists():
+    checkpoints = CheckpointStore(paths.save)
+    resume = checkpoints.load_state()
+    if restart and resume is not None:
+        if not yes:
+            typer.confirm(
+                f"Discard the progress in {paths.state_db} (next round {resume.next_round + 1})?",
+                abort=True,
+            )
+        checkpoints.clear()
+        resume = None
+    if resume is not None:
+        if resume.federation_id != plan.federation_id:
+            raise PlanError(
+                f"{paths.state_db} belongs to federation {resume.federation_id[:12]}, but "
+                f"plan/plan.yaml is federation {plan.federation_id[:12]}",
+                hint="restore the plan it was started with, or begin again with --restart",
+            )
+        if resume.finished:
+            raise WorkspaceError(
+                f"this federation already finished ({paths.state_db})",
+                hint="the models are in save/; use --restart to train again from scratch",
+            )
+        initial = checkpoints.load_model()
+        console.print(
+            f"Resuming from checkpoint: round {resume.next_round + 1}, "
+            f"model v{resume.model_version}, training {resume.training_uuid}"
+        )
+    elif paths.init_model.exists():
         initial = load_tensors(paths.init_model)
     else:
         initial = build_initial_weights(paths.root, plan.model.runner, plan.model.settings)
@@ -80,6 +117,8 @@ def start(
         store=ModelStore(paths.save),
         metrics=MetricsLog(paths.metrics),
         on_round_closed=report,
+        checkpoints=checkpoints,
+        resume=resume,
     )
     admission = Admission(
         collaborators=collaborators,

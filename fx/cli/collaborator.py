@@ -63,6 +63,7 @@ def start(
         keepalive_s=plan.network.keepalive_s,
         connect_timeout_s=connect_timeout or plan.collaborator.connect_timeout_s,
         retry_max_backoff_s=plan.collaborator.retry_max_backoff_s,
+        heartbeat_s=plan.collaborator.heartbeat_s,
     )
     client = GrpcAggregatorClient(settings, tls=tls)
     try:
@@ -73,6 +74,7 @@ def start(
                 f"this workspace's plan differs from the aggregator's in: {', '.join(keys)}",
                 hint="use the federation's plan/plan.yaml unchanged",
             )
+        client.start_heartbeat()
         console.print(
             f"{name}: joined federation {plan.federation_id[:12]} at {settings.target} "
             f"(round {description.round + 1}/{description.rounds_to_train})"

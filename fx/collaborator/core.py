@@ -65,11 +65,14 @@ class Collaborator:
         self._runner.set_weights(self._api.get_model(assignment.round))
         for assigned in assignment.tasks:
             spec = self._tasks[assigned.name]
+            # The round lets a runner seed its randomness per round, so a restarted
+            # collaborator repeats a round's work exactly.
+            settings = {**spec.settings, "round": assignment.round}
             if spec.kind == "train":
-                result = self._runner.train(spec.settings)
+                result = self._runner.train(settings)
                 tensors = self._runner.get_weights()
             else:
-                result = self._runner.validate(spec.settings)
+                result = self._runner.validate(settings)
                 tensors = None
             ack = self._api.send_results(
                 TaskReport(

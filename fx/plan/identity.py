@@ -1,7 +1,9 @@
 """The federation id: a hash of the plan's canonical form.
 
 Canonical = JSON with sorted keys and no insignificant whitespace, so key order,
-comments and YAML formatting do not change the id but any value does.
+comments and YAML formatting do not change the id but any value does. A number
+is a number however it is spelled: ``4``, ``4.0`` and ``+4`` hash alike, as they
+compare equal (otherwise two plans could differ in id with no differing key).
 """
 
 from __future__ import annotations
@@ -12,7 +14,20 @@ from typing import Any
 
 
 def canonical_json(document: dict[str, Any]) -> str:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        _canonical_numbers(document), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def _canonical_numbers(value: Any) -> Any:
+    """``value`` with every integral float (4.0, -0.0) written as the int it equals."""
+    if isinstance(value, dict):
+        return {key: _canonical_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical_numbers(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def federation_id(document: dict[str, Any]) -> str:

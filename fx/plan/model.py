@@ -26,8 +26,9 @@ class AggregatorSettings:
     rounds_to_train: int
     aggregation: str = "fedavg"
     best_metric: BestMetric | None = None
-    quorum: float = 1.0
-    round_deadline_s: float = 600.0
+    quorum: float = 0.5
+    round_deadline_s: float = 3600.0
+    liveness_timeout_s: float = 30.0
     linger_s: float = 10.0
 
     def quorum_count(self, n_collaborators: int) -> int:
@@ -41,6 +42,7 @@ class AggregatorSettings:
 class CollaboratorSettings:
     connect_timeout_s: float = 120.0
     retry_max_backoff_s: float = 5.0
+    heartbeat_s: float = 5.0
 
 
 @dataclass(frozen=True)

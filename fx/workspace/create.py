@@ -36,12 +36,17 @@ def plan_document(template: Template, *, network: NetworkChoice, rounds: int) ->
     }
     if template.best_metric is not None:
         aggregator["best_metric"] = dict(template.best_metric)
-    aggregator |= {"quorum": 1.0, "round_deadline_s": 600, "linger_s": 10}
+    aggregator |= {
+        "quorum": 0.5,
+        "round_deadline_s": 3600,
+        "liveness_timeout_s": 30,
+        "linger_s": 10,
+    }
     return {
         "fx_version": 1,
         "template": template.name,
         "aggregator": aggregator,
-        "collaborator": {"connect_timeout_s": 120, "retry_max_backoff_s": 5},
+        "collaborator": {"connect_timeout_s": 120, "retry_max_backoff_s": 5, "heartbeat_s": 5},
         "network": {
             "agg_addr": network.agg_addr,
             "agg_port": network.agg_port,

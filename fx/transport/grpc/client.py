@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class ClientSettings:
     keepalive_s: float
     connect_timeout_s: float
     retry_max_backoff_s: float
+    heartbeat_s: float = 5.0
     call_timeout_s: float = 600.0
 
 
@@ -82,6 +84,33 @@ class GrpcAggregatorClient:
             request_serializer=pb.TaskResultPart.SerializeToString,
             response_deserializer=pb.SendResultsResponse.FromString,
         )
+
+        self._heartbeat = self._channel.unary_unary(
+            metadata.method_path(metadata.HEARTBEAT),
+            request_serializer=pb.HeartbeatRequest.SerializeToString,
+            response_deserializer=pb.HeartbeatResponse.FromString,
+        )
+        self._stopping = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
+
+    def start_heartbeat(self) -> None:
+        """Tell the aggregator every ``heartbeat_s`` that we are alive (also while training)."""
+        if self._heartbeat_thread is None:
+            self._heartbeat_thread = threading.Thread(
+                target=self._beat, name="fx-heartbeat", daemon=True
+            )
+            self._heartbeat_thread.start()
+
+    def _beat(self) -> None:
+        while not self._stopping.wait(self._settings.heartbeat_s):
+            try:
+                self._heartbeat(
+                    pb.HeartbeatRequest(),
+                    metadata=self._metadata,
+                    timeout=self._settings.heartbeat_s,
+                )
+            except grpc.RpcError as exc:  # the task loop reports real trouble; this only informs
+                log.debug("heartbeat failed: %s", exc.code())
 
     # -- AggregatorAPI -------------------------------------------------------
 
@@ -133,6 +162,7 @@ class GrpcAggregatorClient:
         )
 
     def close(self) -> None:
+        self._stopping.set()
         self._channel.close()
 
     # -- internals -----------------------------------------------------------------

@@ -14,6 +14,7 @@ GET_EXPERIMENT_DESCRIPTION = "GetExperimentDescription"
 GET_TASKS = "GetTasks"
 GET_MODEL = "GetModel"
 SEND_LOCAL_TASK_RESULTS = "SendLocalTaskResults"
+HEARTBEAT = "Heartbeat"
 
 
 def method_path(method: str) -> str:

@@ -108,6 +108,11 @@ class AggregatorServicer:
             accepted=ack.accepted, reason=ack.reason, duplicate=ack.duplicate
         )
 
+    def heartbeat(self, request: Any, context: grpc.ServicerContext) -> Any:
+        sender = self._sender(context)
+        self._aggregator.mark_alive(sender)
+        return pb.HeartbeatResponse(round=self._aggregator.round)
+
     def generic_handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
             metadata.SERVICE,
@@ -127,6 +132,11 @@ class AggregatorServicer:
                     self.get_model,
                     request_deserializer=pb.GetModelRequest.FromString,
                     response_serializer=None,
+                ),
+                metadata.HEARTBEAT: grpc.unary_unary_rpc_method_handler(
+                    self.heartbeat,
+                    request_deserializer=pb.HeartbeatRequest.FromString,
+                    response_serializer=pb.HeartbeatResponse.SerializeToString,
                 ),
                 metadata.SEND_LOCAL_TASK_RESULTS: grpc.stream_unary_rpc_method_handler(
                     self.send_local_task_results,

@@ -82,6 +82,11 @@ class SoftmaxRegression:
         learning_rate = DTYPE(options.get("learning_rate", 1.0))
         weight_decay = DTYPE(options.get("weight_decay", 0.0))
         x, y = self._split("train")
+        if "round" in options:
+            # Shuffle by (seed, round): a restarted site redoes a round exactly as before.
+            self._shuffle = np.random.default_rng(
+                [int(options.get("seed", 0)), int(options["round"])]
+            )
         weight, bias = self.weights["weight"], self.weights["bias"]
         total_loss, seen = 0.0, 0
         for _ in range(epochs):

@@ -97,6 +97,11 @@ class DigitsCNN:
         epochs = int(options.get("epochs", 1))
         batch_size = int(options.get("batch_size", 32))
         x, y = self._split("train")
+        if "round" in options:
+            # Shuffle by (seed, round): a restarted site redoes a round exactly as before.
+            self._shuffle.manual_seed(
+                int(options.get("seed", 0)) * 1_000_003 + int(options["round"])
+            )
         optimizer = self._optimizer
         # Momentum from the previous round belongs to a model that was replaced since.
         optimizer.state.clear()

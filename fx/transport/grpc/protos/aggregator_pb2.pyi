@@ -119,3 +119,13 @@ class ExperimentDescription(_message.Message):
     collaborators: _containers.RepeatedScalarFieldContainer[str]
     done: bool
     def __init__(self, federation_id: _Optional[str] = ..., training_uuid: _Optional[str] = ..., plan_json: _Optional[str] = ..., round: _Optional[int] = ..., rounds_to_train: _Optional[int] = ..., collaborators: _Optional[_Iterable[str]] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
