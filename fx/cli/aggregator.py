@@ -34,7 +34,7 @@ def start(
     from fx.aggregator.checkpoint import CheckpointStore
     from fx.aggregator.core import Aggregator, RoundSummary
     from fx.aggregator.store import ModelStore
-    from fx.algorithms.registry import resolve_aggregation
+    from fx.algorithms.registry import load_aggregation
     from fx.collaborator.runner import build_initial_weights
     from fx.metrics import MetricsLog
     from fx.pki.crl import RevocationList
@@ -113,7 +113,7 @@ def start(
         plan=plan,
         collaborators=collaborators,
         initial_model=initial,
-        aggregation=resolve_aggregation(plan.aggregator.aggregation),
+        aggregation=load_aggregation(plan.aggregator.aggregation, paths.root),
         store=ModelStore(paths.save),
         metrics=MetricsLog(paths.metrics),
         on_round_closed=report,

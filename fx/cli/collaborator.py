@@ -83,9 +83,12 @@ def start(
         def report(outcome: TaskOutcome) -> None:
             scores = "  ".join(f"{k} {v:.4f}" for k, v in outcome.metrics.items())
             status = "" if outcome.accepted else f"  [yellow]refused: {outcome.reason}[/]"
-            console.print(
-                f"{name}: round {outcome.round + 1:>3}  {outcome.task:<10} {scores}{status}"
+            label = (
+                "final pass"
+                if outcome.round >= description.rounds_to_train
+                else f"round {outcome.round + 1}/{description.rounds_to_train}"
             )
+            console.print(f"{name}: {label:>11}  {outcome.task:<10} {scores}{status}")
 
         rounds = Collaborator(
             name=name, api=client, runner=runner, plan=plan, on_task_done=report

@@ -284,7 +284,7 @@ def list_(workspace: Path | None = WorkspaceOption) -> None:
     ]
     if with_files:
         columns.append(Column("file", overflow="fold"))
-    table = Table(*columns, box=box.SIMPLE_HEAD)
+    table = Table(*columns, box=box.SIMPLE_HEAD, pad_edge=False)
     styles = {
         CertStatus.VALID: "green",
         CertStatus.EXPIRING_SOON: "yellow",
@@ -319,8 +319,10 @@ def revoke(
     ),
     workspace: Path | None = WorkspaceOption,
 ) -> None:
-    """Revoke a certificate: cert/crl.pem is re-signed, the aggregator refuses it from its
-    next connection on."""
+    """Revoke a certificate; the aggregator refuses it from its next connection on.
+
+    cert/crl.pem is re-signed by the signing CA with the new entry.
+    """
     from fx.pki.crl import parse_reason
     from fx.pki.lifecycle import revoke as revoke_certificates
 
@@ -401,7 +403,7 @@ def _warn_if_not_in_cols(paths: WorkspacePaths, request: CertificateRequest) -> 
 
 def _short_serial(serial_hex: str) -> str:
     # `fx pki revoke` and `show` accept any unique prefix of 8+ digits.
-    return serial_hex if len(serial_hex) <= 12 else f"{serial_hex[:12]}…"
+    return serial_hex if len(serial_hex) <= 10 else f"{serial_hex[:10]}…"
 
 
 def _aggregator_hosts(agg_addr: str, extra: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ Each module has one job; callers import from the module they need:
     roles         Role (aggregator / collaborator) and what a certificate is
     fingerprints  SHA-256 fingerprints, full and short (to read aloud)
     builder       the one certificate builder CA and leaf certificates share
+    issue         the leaf profile: a role's extensions and validity
     ca            CertificateAuthority: create a root, a signing CA, issue leaves
     csr           certificate signing requests: create, read and check
     bundle        signed bundle (leaf + chain): write, read, verify

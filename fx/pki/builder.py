@@ -9,7 +9,7 @@ EKU, SANs).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
 
@@ -17,6 +17,14 @@ from fx.pki.keys import PrivateKey, PublicKey, signature_hash
 
 Extension = tuple[x509.ExtensionType, bool]
 """An extension and whether it is critical."""
+
+CLOCK_SKEW = timedelta(hours=1)
+"""Certificates (and CRLs) start this long before they are made, so a peer whose
+clock is a little behind does not see them as not yet valid."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def build_certificate(

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.x509 import verification
 
 from fx.errors import PkiError
+from fx.pki.builder import utc_now
 from fx.pki.fingerprints import certificate_der, certificate_fingerprint, short_fingerprint
-from fx.pki.issue import utc_now
 from fx.pki.pem import Pem, certificate_pem, load_certificates
 from fx.pki.roles import Role, is_ca, role_of
 

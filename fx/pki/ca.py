@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
-from fx.pki.builder import Extension, build_certificate
-from fx.pki.issue import CLOCK_SKEW, LEAF_DAYS, leaf_extensions, leaf_validity, utc_now
+from fx.pki.builder import CLOCK_SKEW, Extension, build_certificate, utc_now
+from fx.pki.issue import LEAF_DAYS, leaf_extensions, leaf_validity
 from fx.pki.keys import KeyType, PrivateKey, PublicKey, private_key_pem
 from fx.pki.names import (
     ROOT_CA_COMMON_NAME,

@@ -18,8 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fx.errors import PkiError
+from fx.pki.builder import CLOCK_SKEW, utc_now
 from fx.pki.ca import CertificateAuthority
-from fx.pki.issue import CLOCK_SKEW, utc_now
 from fx.pki.keys import PublicKey, signature_hash
 from fx.pki.pem import Pem, read_certificates
 

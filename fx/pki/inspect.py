@@ -9,9 +9,9 @@ from datetime import datetime
 from cryptography import x509
 
 from fx.errors import PkiError
+from fx.pki.builder import utc_now
 from fx.pki.fingerprints import certificate_fingerprint
 from fx.pki.identity import identities_of
-from fx.pki.issue import utc_now
 from fx.pki.keys import KeyType, PublicKey
 from fx.pki.names import common_name
 from fx.pki.roles import describe_role

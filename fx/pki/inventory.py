@@ -11,7 +11,7 @@ from cryptography import x509
 from fx.errors import PkiError
 from fx.pki.fingerprints import certificate_fingerprint
 from fx.pki.inspect import CertificateInfo, describe_certificate, format_serial, parse_serial
-from fx.pki.names import AGGREGATOR_NAME, common_name
+from fx.pki.names import AGGREGATOR_NAME, common_name, is_identity_name
 from fx.pki.pem import read_certificates
 from fx.pki.roles import Role, is_ca
 from fx.pki.store import CaFiles, issued_certificates
@@ -108,10 +108,11 @@ def find_certificates(paths: WorkspacePaths, target: str) -> list[FoundCertifica
 
 def current_certificate(paths: WorkspacePaths, name: str) -> FoundCertificate:
     """The certificate ``name`` uses now: its workspace file, else the newest the CA issued."""
-    role = Role.AGGREGATOR if name == AGGREGATOR_NAME else Role.COLLABORATOR
-    cert_path, _ = leaf_paths(paths, role, name)
-    if cert_path.is_file():
-        return FoundCertificate(read_certificates(cert_path)[0], cert_path)
+    if is_identity_name(name):
+        role = Role.AGGREGATOR if name == AGGREGATOR_NAME else Role.COLLABORATOR
+        cert_path, _ = leaf_paths(paths, role, name)
+        if cert_path.is_file():
+            return FoundCertificate(read_certificates(cert_path)[0], cert_path)
     return find_certificates(paths, name)[0]
 
 

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fx.errors import PkiError
-from fx.pki.builder import Extension
+from fx.pki.builder import CLOCK_SKEW, Extension, utc_now
 from fx.pki.keys import PublicKey
 from fx.pki.names import host_general_names
 from fx.pki.roles import Role
 
 LEAF_DAYS = 365
-CLOCK_SKEW = timedelta(hours=1)
-"""Certificates start this long before they are issued, so a peer whose clock is
-a little behind does not see a not-yet-valid certificate."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def leaf_extensions(

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from fx.errors import PkiError
+from fx.pki.builder import utc_now
 from fx.pki.bundle import Bundle
 from fx.pki.crl import (
     Revocation,
@@ -22,7 +23,7 @@ from fx.pki.crl import (
 from fx.pki.identity import identities_of
 from fx.pki.inspect import CertificateInfo, describe_certificate
 from fx.pki.inventory import FoundCertificate, current_certificate, find_certificates, leaf_paths
-from fx.pki.issue import LEAF_DAYS, utc_now
+from fx.pki.issue import LEAF_DAYS
 from fx.pki.keys import KeyType, PrivateKey, PublicKey, private_key_pem
 from fx.pki.pem import certificate_pem
 from fx.pki.roles import Role, is_ca, role_of

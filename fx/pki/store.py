@@ -97,15 +97,20 @@ def load_ca(paths: WorkspacePaths) -> FederationCa | None:
 def require_ca(paths: WorkspacePaths) -> FederationCa:
     """The workspace's CA, or PkiError saying how to get one."""
     ca = load_ca(paths)
-    if ca is not None:
-        return ca
+    if ca is None:
+        raise no_ca_error(paths)
+    return ca
+
+
+def no_ca_error(paths: WorkspacePaths) -> PkiError:
+    """Why this workspace has no CA, and what to do instead."""
     if paths.cert_chain.exists():
-        raise PkiError(
+        return PkiError(
             f"{CaFiles.of(paths).directory} holds no CA: this workspace trusts a CA kept "
             "elsewhere (cert/cert_chain.pem)",
             hint="run this on the CA's workspace; here, use `fx pki csr` and import the bundle",
         )
-    raise PkiError(
+    return PkiError(
         f"{CaFiles.of(paths).directory} holds no CA",
         hint="run `fx pki init` (or `fx pki certify`) first",
     )

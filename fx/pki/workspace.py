@@ -37,8 +37,8 @@ from fx.pki.store import (
     FederationCa,
     issued_certificates,
     load_ca,
+    no_ca_error,
     record_issued,
-    require_ca,
     save_ca,
 )
 from fx.workspace.paths import WorkspacePaths
@@ -71,7 +71,6 @@ def init_ca(
     *,
     key_type: KeyType = KeyType.ECDSA_P384,
     organization: str | None = None,
-    report: CertifyReport | None = None,
 ) -> tuple[FederationCa, CertifyReport]:
     """The workspace's CA, created if it has none, with cert_chain.pem and an empty CRL.
 
@@ -79,12 +78,13 @@ def init_ca(
     directory's name. An existing CA is kept: replacing it would invalidate
     every certificate it issued.
     """
-    report = report if report is not None else CertifyReport()
+    report = CertifyReport()
     files = CaFiles.of(paths)
     ca = load_ca(paths)
     if ca is None:
         if paths.cert_chain.exists():
-            require_ca(paths)  # raises: this workspace trusts a CA kept elsewhere
+            # This workspace trusts a CA kept elsewhere: a new one here would split the federation.
+            raise no_ca_error(paths)
         root = CertificateAuthority.create_root(
             organization=organization or organization_for(paths.root.name), key_type=key_type
         )
@@ -133,6 +133,8 @@ def certify_workspace(
     """
     for name in collaborators:
         check_collaborator_name(name, field="collaborator")
+    if days < 1:
+        raise PkiError(f"--days {days}: a certificate must be valid at least 1 day")
     if aggregator_hosts:
         host_general_names(aggregator_hosts)  # refuse bad hosts before writing anything
     ca, report = init_ca(paths, key_type=key_type)

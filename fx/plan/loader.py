@@ -61,13 +61,14 @@ def _check_consistency(plan: Plan, path: Path) -> None:
                 f"{path}: aggregator.best_metric.task: {best.task!r} is not a validate task",
                 hint=f"use one of: {', '.join(validate_names) or '(none: add a validate task)'}",
             )
-    from fx.algorithms.registry import AGGREGATIONS
+    from fx.algorithms.registry import AGGREGATIONS, valid_aggregation_names
 
+    # module:Class is imported (and checked) by load_aggregation, when the plan runs.
     name = plan.aggregator.aggregation
     if ":" not in name and name not in AGGREGATIONS:
         raise PlanError(
             f"{path}: aggregator.aggregation: unknown aggregation {name!r}",
-            hint=f"use one of: {', '.join(sorted(AGGREGATIONS))}, or module:Class from src/",
+            hint=f"use one of: {valid_aggregation_names()}",
         )
 
 

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fx.errors import PkiError
+from fx.pki.builder import utc_now
 from fx.pki.ca import CertificateAuthority
 from fx.pki.identity import certificate_identities, certificate_serial
-from fx.pki.issue import utc_now
 from fx.pki.keys import KeyType
 from fx.pki.pem import certificate_pem
 from fx.pki.roles import Role, describe_role, role_of
@@ -122,7 +122,9 @@ def test_collaborator_certificate_names_only_its_identity(signing: CertificateAu
     assert role_of(cert) is Role.COLLABORATOR
     cert.verify_directly_issued_by(signing.cert)
     authority = extension(cert, x509.AuthorityKeyIdentifier).value
-    assert authority.key_identifier == extension(signing.cert, x509.SubjectKeyIdentifier).value.digest
+    assert (
+        authority.key_identifier == extension(signing.cert, x509.SubjectKeyIdentifier).value.digest
+    )
     subject_key = extension(cert, x509.SubjectKeyIdentifier).value
     assert subject_key == x509.SubjectKeyIdentifier.from_public_key(key.public_key())
 

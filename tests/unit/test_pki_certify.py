@@ -70,8 +70,12 @@ def test_certify_writes_the_whole_pki(paths: WorkspacePaths) -> None:
 def test_keys_are_readable_by_their_owner_only(paths: WorkspacePaths) -> None:
     certify(paths, "site-a")
     files = CaFiles.of(paths)
-    for key in (files.root_key, files.signing_key, paths.aggregator_key(),
-                paths.collaborator_key("site-a")):
+    for key in (
+        files.root_key,
+        files.signing_key,
+        paths.aggregator_key(),
+        paths.collaborator_key("site-a"),
+    ):
         assert mode(key) == 0o600, key
     assert mode(files.directory) == 0o700
     assert mode(paths.aggregator_cert()) == 0o644

@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fx.errors import PkiError
+from fx.pki.builder import utc_now
 from fx.pki.bundle import Bundle, read_bundle, verify_bundle
 from fx.pki.csr import create_csr, csr_pem, read_request
 from fx.pki.exchange import (
@@ -20,7 +21,6 @@ from fx.pki.exchange import (
     sign_request,
 )
 from fx.pki.fingerprints import short_fingerprint
-from fx.pki.issue import utc_now
 from fx.pki.keys import KeyType, signature_hash
 from fx.pki.names import subject
 from fx.pki.pem import read_certificate
@@ -114,7 +114,7 @@ def test_csr_with_an_unsafe_name_is_refused(name: str) -> None:
         )
         .sign(key, signature_hash(key))
     )
-    with pytest.raises(PkiError, match="not a safe identity name|reserved"):
+    with pytest.raises(PkiError, match=r"not a safe identity name|reserved"):
         read_request(csr_pem(csr).data, "odd.csr")
 
 
@@ -143,7 +143,7 @@ def test_csr_without_a_role_is_refused() -> None:
         .subject_name(subject("site-a", organization=None))
         .sign(key, signature_hash(key))
     )
-    with pytest.raises(PkiError, match="serverAuth .* clientAuth"):
+    with pytest.raises(PkiError, match=r"serverAuth .* clientAuth"):
         read_request(csr_pem(csr).data, "site-a.csr")
 
 
@@ -157,7 +157,9 @@ def test_fingerprint_check(site_paths: WorkspacePaths) -> None:
         check_request_fingerprint(request, "12ab")
 
 
-def test_sign_and_import(ca_paths: WorkspacePaths, site_paths: WorkspacePaths, tmp_path: Path) -> None:
+def test_sign_and_import(
+    ca_paths: WorkspacePaths, site_paths: WorkspacePaths, tmp_path: Path
+) -> None:
     request = create_request(site_paths, name="site-a", role=Role.COLLABORATOR).request
     signed = sign_request(ca_paths, request, out=tmp_path / "site-a.bundle.pem")
     bundle = read_bundle(signed.bundle_path.read_bytes(), signed.bundle_path)
@@ -221,7 +223,13 @@ def test_bundle_for_another_key_is_refused(
     path = tmp_path / "other-key.bundle.pem"
     Bundle(leaf=leaf, intermediates=(ca.signing.cert,), root=ca.root.cert).pem.write_to_path(path)
     with pytest.raises(PkiError, match="not for the key in"):
-        import_bundle(site_paths, path, root_fingerprint=short_fingerprint(ca.root.cert.public_bytes(serialization.Encoding.DER)))
+        import_bundle(
+            site_paths,
+            path,
+            root_fingerprint=short_fingerprint(
+                ca.root.cert.public_bytes(serialization.Encoding.DER)
+            ),
+        )
 
 
 def test_expired_or_broken_chain_is_refused(ca_paths: WorkspacePaths, tmp_path: Path) -> None:
