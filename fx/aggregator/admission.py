@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from fx.errors import FxError
+
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +55,8 @@ class Admission:
         is_revoked: Callable[[int], bool],
         tls: bool = True,
     ) -> None:
+        """``is_revoked(serial)`` may raise FxError when it cannot tell (an unreadable
+        or forged CRL): the request is then refused, never admitted."""
         self._collaborators = frozenset(collaborators)
         self._federation_id = federation_id
         self._is_revoked = is_revoked
@@ -79,7 +83,14 @@ class Admission:
                     f"certificate identity {', '.join(peer.identities) or '(none)'} "
                     f"does not match claimed sender {sender!r}",
                 )
-            if self._is_revoked(peer.serial):
+            try:
+                revoked = self._is_revoked(peer.serial)
+            except FxError as exc:  # fail closed: an unknown status is not "not revoked"
+                return Refusal(
+                    RefusalKind.PERMISSION_DENIED,
+                    f"cannot check whether the certificate of {sender!r} is revoked: {exc.message}",
+                )
+            if revoked:
                 return Refusal(
                     RefusalKind.PERMISSION_DENIED,
                     f"certificate of {sender!r} (serial {peer.serial:x}) is revoked",

@@ -12,6 +12,7 @@ model the federation ends with.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -23,14 +24,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fx.aggregator.checkpoint import CheckpointStore, ResumeState, RoundRecord
+from fx.aggregator.persist import Persister
 from fx.aggregator.store import ModelStore
 from fx.algorithms.base import Aggregation
 from fx.metrics import MetricsLog
+from fx.notify import events as ev
 from fx.plan.model import Plan, TaskSpec
 from fx.tensors.checks import find_update_problems
 from fx.transport.api import (
     AssignedTask,
+    CollaboratorStatus,
     ExperimentDescription,
+    FederationStatus,
     RoundClosedError,
     SubmitAck,
     TaskAssignment,
@@ -90,6 +95,7 @@ class Aggregator:
         on_round_closed: Callable[[RoundSummary], None] | None = None,
         checkpoints: CheckpointStore | None = None,
         resume: ResumeState | None = None,
+        events: ev.EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not collaborators:
@@ -118,6 +124,14 @@ class Aggregator:
         self._last_seen: dict[str, float] = {}
         self._round = self._open_round(first_round)
         self._closed = False
+        self._events = events
+        self._pending_events: list[ev.Event] = []
+        self._emit_lock = threading.Lock()
+        if resume is None:  # a resumed federation announces only the round it resumes at
+            self._queue_event(ev.training_start(self.training_uuid, model_uuid=self._model.uuid))
+        self._queue_round_start()
+        self._flush_events()
+        self._persister = Persister(self._cond)
         self._watchdog = threading.Thread(target=self._watch, name="fx-round-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -147,7 +161,7 @@ class Aggregator:
             return ExperimentDescription(
                 federation_id=self.plan.federation_id,
                 training_uuid=self.training_uuid,
-                plan=self.plan.document,
+                plan=self.plan.shared_document,
                 round=self._round.number,
                 rounds_to_train=self._settings.rounds_to_train,
                 collaborators=self.collaborators,
@@ -158,6 +172,44 @@ class Aggregator:
         """Who has reported which tasks in the current round."""
         with self._cond:
             return {name: sorted(tasks) for name, tasks in self._round.reported.items()}
+
+    def status(self) -> FederationStatus:
+        """One consistent snapshot: the round, who is connected, who has reported."""
+        with self._cond:
+            now, timeout = self._clock(), self._settings.liveness_timeout_s
+            collaborators = []
+            for name in self.collaborators:
+                seen = self._last_seen.get(name)
+                ago = None if seen is None else now - seen
+                collaborators.append(
+                    CollaboratorStatus(
+                        name=name,
+                        connected=ago is not None and ago <= timeout,
+                        last_seen_s=ago,
+                        reported=tuple(sorted(self._round.reported.get(name, ()))),
+                    )
+                )
+            return FederationStatus(
+                federation_id=self.plan.federation_id,
+                training_uuid=self.training_uuid,
+                round=self._round.number,
+                rounds_to_train=self._settings.rounds_to_train,
+                final=self._round.number >= self._settings.rounds_to_train,
+                done=self._done,
+                model_uuid=self._model.uuid,
+                tasks=tuple(task.name for task in self._round.tasks),
+                collaborators=tuple(collaborators),
+            )
+
+    def best_model(self) -> GlobalModel | None:
+        """The best global model of this training so far, read back from the store
+        (None until a round has been scored by the plan's best_metric)."""
+        with self._cond:
+            if self._best_value is None:
+                return None
+            self._wait_persisted()
+        stored = self._store.load_best()
+        return None if stored is None else GlobalModel(*stored)
 
     # -- collaborator calls ------------------------------------------------
 
@@ -172,6 +224,7 @@ class Aggregator:
         with self._cond:
             while True:
                 if self._done:
+                    self._wait_persisted()  # "done" promises the final files are on disk
                     self._told_done.add(collaborator)
                     self._cond.notify_all()
                     return TaskAssignment(round=self._round.number, done=True)
@@ -209,7 +262,9 @@ class Aggregator:
             self._apply(collaborator, report)
             if self._may_close():
                 self._close_round()
-            return SubmitAck(accepted=True)
+            self._wait_persisted(at_most=1)  # backpressure if the disk falls behind the rounds
+        self._flush_events()
+        return SubmitAck(accepted=True)
 
     def mark_alive(self, collaborator: str) -> None:
         """Record a sign of life (any call or a heartbeat) from ``collaborator``."""
@@ -252,12 +307,16 @@ class Aggregator:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            self._wait_persisted()
+            if self._persister.error is not None:
+                raise self._persister.error
             return True
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._persister.close()
 
     # -- internals ---------------------------------------------------------------
 
@@ -268,7 +327,13 @@ class Aggregator:
 
     def _open_round(self, number: int) -> _RoundState:
         final = number >= self._settings.rounds_to_train
+        log.info("round %d open (model v%d)", number, self._model.version)
         return _RoundState(number, self.plan.round_tasks(final=final), self._clock())
+
+    def _wait_persisted(self, at_most: int = 0) -> None:
+        """Wait (holding the lock) until at most ``at_most`` closed rounds are still being saved."""
+        while self._persister.pending > at_most:
+            self._cond.wait()
 
     def _refusal(self, collaborator: str, report: TaskReport) -> SubmitAck | None:
         if self._done or report.round != self._round.number:
@@ -344,6 +409,11 @@ class Aggregator:
                         "deadline passed" if overdue else "no sign of life",
                     )
                     self._close_round()
+                    self._cond.release()  # deliver its events outside the lock
+                    try:
+                        self._flush_events()
+                    finally:
+                        self._cond.acquire()
 
     def _close_round(self) -> None:
         state = self._round
@@ -356,13 +426,11 @@ class Aggregator:
                 self._metrics.record(
                     round=state.number, source="aggregator", task=task, name=name, value=value
                 )
-        new_best = self._maybe_save_best(metrics)
+        scored = self._model
+        best = self._new_best(metrics)
         if not final:
-            tensors = (
-                self._aggregation.result() if self._aggregation.count else dict(self._model.tensors)
-            )
+            tensors = self._aggregated()
             self._model = GlobalModel(self._model.version + 1, str(uuid.uuid4()), tensors)
-            self._store.save_last(tensors, version=self._model.version, model_uuid=self._model.uuid)
             self._aggregation.reset(tensors)
         summary = RoundSummary(
             round=state.number,
@@ -372,7 +440,7 @@ class Aggregator:
             missing=tuple(n for n in self.collaborators if not state.complete(n)),
             metrics=metrics,
             duration_s=self._clock() - state.opened_at,
-            new_best=new_best,
+            new_best=best is not None,
         )
         if final:
             self._done = True
@@ -380,48 +448,123 @@ class Aggregator:
             self._round = self._open_round(state.number + 1)
             if not self._round.tasks:  # a plan without validate tasks has no final pass
                 self._done = True
-        self._save_checkpoint(summary)
+        # The next round is open before anything is written: the files follow, in order,
+        # on the persister's thread (collaborators download meanwhile).
+        self._persister.submit(
+            functools.partial(
+                self._save_round,
+                summary,
+                model=self._model,
+                last=None if final else self._model,
+                best=None if best is None else (scored, *best),
+                resume=self._resume_state(summary),
+            )
+        )
+        self._queue_round_start()
         self._cond.notify_all()
+
+    def _aggregated(self) -> dict[str, np.ndarray]:
+        """The round's aggregate; the current model again if no update was accepted."""
+        if not self._aggregation.count:
+            return dict(self._model.tensors)
+        # An aggregation may build its result in its own accumulator (FedAvg does):
+        # closing a round then allocates no second model.
+        take_result = getattr(self._aggregation, "take_result", None)
+        if take_result is None:
+            return self._aggregation.result()
+        tensors: dict[str, np.ndarray] = take_result()
+        return tensors
+
+    def _queue_round_start(self) -> None:
+        """Queue the event announcing the round now open, or TRAINING_FINISHED."""
+        if self._done:
+            self._queue_event(
+                ev.training_finished(self.training_uuid, model_uuid=self._model.uuid)
+            )
+            return
+        final = self._round.number >= self._settings.rounds_to_train
+        announce = ev.model_test_round if final else ev.update_round_start
+        self._queue_event(
+            announce(self.training_uuid, round=self._round.number, model_uuid=self._model.uuid)
+        )
+
+    def _queue_event(self, event: ev.Event) -> None:
+        """Called under the lock; :meth:`_flush_events` delivers it once the lock is released."""
+        if self._events is not None:
+            self._pending_events.append(event)
+
+    def _flush_events(self) -> None:
+        """Hand queued events to the sink, in order, outside the round lock (so a sink
+        may call back into the aggregator); a sink that raises never breaks a round."""
+        if self._events is None:
+            return
+        # Taking the batch inside the emit lock keeps the global order even when two
+        # threads flush at once: a later batch is always delivered after an earlier one.
+        with self._emit_lock:
+            with self._cond:
+                batch, self._pending_events = self._pending_events, []
+            for event in batch:
+                try:
+                    self._events(event)
+                except Exception:
+                    log.exception("event sink failed on %s", event.notification_type)
+
+    def _resume_state(self, summary: RoundSummary) -> ResumeState:
+        return ResumeState(
+            federation_id=self.plan.federation_id,
+            training_uuid=self.training_uuid,
+            next_round=summary.round + 1,
+            model_version=self._model.version,
+            model_uuid=self._model.uuid,
+            best_value=self._best_value,
+            finished=self._done,
+        )
+
+    def _save_round(
+        self,
+        summary: RoundSummary,
+        *,
+        model: GlobalModel,
+        last: GlobalModel | None,
+        best: tuple[GlobalModel, str, float] | None,
+        resume: ResumeState,
+    ) -> None:
+        """Write what a closed round leaves behind (on the persister's thread, no lock held):
+        best and last models, then the checkpoint, then tell ``on_round_closed``."""
+        if best is not None:
+            scored, metric, value = best
+            self._store.save_best(
+                scored.tensors,
+                version=scored.version,
+                model_uuid=scored.uuid,
+                metric=metric,
+                value=value,
+            )
+        if last is not None:
+            self._store.save_last(last.tensors, version=last.version, model_uuid=last.uuid)
+        if self._checkpoints is not None:
+            self._checkpoints.save(
+                resume,
+                model.tensors,
+                RoundRecord(
+                    round=summary.round,
+                    reporters=summary.reporters,
+                    missing=summary.missing,
+                    metrics={
+                        f"{task}/{name}": value for (task, name), value in summary.metrics.items()
+                    },
+                ),
+            )
         if self._on_round_closed is not None:
             self._on_round_closed(summary)
 
-    def _save_checkpoint(self, summary: RoundSummary) -> None:
-        if self._checkpoints is None:
-            return
-        self._checkpoints.save(
-            ResumeState(
-                federation_id=self.plan.federation_id,
-                training_uuid=self.training_uuid,
-                next_round=summary.round + 1,
-                model_version=self._model.version,
-                model_uuid=self._model.uuid,
-                best_value=self._best_value,
-                finished=self._done,
-            ),
-            self._model.tensors,
-            RoundRecord(
-                round=summary.round,
-                reporters=summary.reporters,
-                missing=summary.missing,
-                metrics={
-                    f"{task}/{name}": value for (task, name), value in summary.metrics.items()
-                },
-            ),
-        )
-
-    def _maybe_save_best(self, metrics: Mapping[MetricKey, float]) -> bool:
+    def _new_best(self, metrics: Mapping[MetricKey, float]) -> tuple[str, float] | None:
+        """(metric, value) if ``metrics`` make the scored model the best so far (recorded)."""
         best = self._settings.best_metric
         if best is None or (best.task, best.name) not in metrics:
-            return False
+            return None
         value = metrics[(best.task, best.name)]
         if not best.is_better(value, self._best_value):
-            return False
+            return None
         self._best_value = value
-        self._store.save_best(
-            self._model.tensors,
-            version=self._model.version,
-            model_uuid=self._model.uuid,
-            metric=f"{best.task}/{best.name}",
-            value=value,
-        )
-        return True
+        return f"{best.task}/{best.name}", value

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fx.tensors.safetensors_io import load_tensors, save_tensors
+from fx.tensors.safetensors_io import load_metadata, load_tensors, save_tensors
 
 
 class ModelStore:
@@ -42,6 +42,19 @@ class ModelStore:
 
     def load_last(self) -> dict[str, np.ndarray]:
         return load_tensors(self.last_path)
+
+    def load_best(self) -> tuple[int, str, dict[str, np.ndarray]] | None:
+        """(model version, model uuid, tensors) of the best model, or None if none is saved."""
+        for _ in range(3):
+            try:
+                before = load_metadata(self.best_path)
+                tensors = load_tensors(self.best_path)
+                after = load_metadata(self.best_path)
+            except FileNotFoundError:
+                return None
+            if before == after:  # not replaced while we read it (uuids are never reused)
+                break
+        return int(after.get("model_version", "0")), after.get("model_uuid", ""), tensors
 
 
 def _metadata(version: int, model_uuid: str) -> dict[str, str]:

@@ -5,6 +5,12 @@ with the round's global model, :meth:`Aggregation.add` once per accepted
 update as it arrives, and :meth:`Aggregation.result` when the round closes.
 Memory stays O(model) however many collaborators there are: an implementation
 folds each update into its state and keeps no reference to it.
+
+An implementation may also offer ``take_result() -> dict[str, NDArray]``: the
+same values as :meth:`Aggregation.result`, built in its own state's memory,
+leaving the state spent until the next :meth:`Aggregation.reset`. The
+aggregator uses it when present (FedAvg has it), so closing a round allocates
+no second copy of the model.
 """
 
 from __future__ import annotations

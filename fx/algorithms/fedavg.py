@@ -151,6 +151,26 @@ class FedAvg:
             raise ValueError("FedAvg has no updates to average")
         return {name: self._mean(slot) for name, slot in slots.items()}
 
+    def take_result(self) -> dict[str, NDArray[Any]]:
+        """:meth:`result`, computed where it can be in the accumulators' own memory.
+
+        float32 and float64 tensors are divided in place, so closing a round
+        allocates no second model; the values are the same as :meth:`result`'s.
+        The round's state is spent: call :meth:`reset` before adding again.
+        """
+        slots = self._require_slots()
+        if self._count == 0:
+            raise ValueError("FedAvg has no updates to average")
+        means: dict[str, NDArray[Any]] = {}
+        for name, slot in slots.items():
+            if slot.kind == "float" and slot.acc.dtype == dtype_from_name(slot.spec.dtype):
+                np.divide(slot.acc, slot.acc.dtype.type(self._total_weight), out=slot.acc)
+                means[name] = slot.acc
+            else:
+                means[name] = self._mean(slot)
+        self._slots = None
+        return means
+
     def _mean(self, slot: _Slot) -> NDArray[Any]:
         out = np.empty(slot.spec.shape, dtype=dtype_from_name(slot.spec.dtype))
         if slot.kind == "float":

@@ -27,6 +27,7 @@ def start(
 ) -> None:
     """Start a collaborator: train on local data in every round until the federation ends."""
     from fx.collaborator.core import Collaborator, TaskOutcome
+    from fx.collaborator.events import EventListener, RoundSignal, round_handlers
     from fx.collaborator.runner import build_runner
     from fx.pki.workspace import require_collaborator_credentials
     from fx.plan.identity import differing_keys
@@ -66,15 +67,23 @@ def start(
         heartbeat_s=plan.collaborator.heartbeat_s,
     )
     client = GrpcAggregatorClient(settings, tls=tls)
+    # Lifecycle events from the aggregator wake the task loop the moment a round opens.
+    signal = RoundSignal()
+    listener = EventListener(
+        lambda: client.subscribe(replay=True),
+        round_handlers(signal, name=name),
+        on_live=signal.set_live,
+    )
     try:
         description = client.describe()
         if description.federation_id != plan.federation_id:
-            keys = differing_keys(plan.document, description.plan)
+            keys = differing_keys(plan.shared_document, description.plan)
             raise RefusedError(
                 f"this workspace's plan differs from the aggregator's in: {', '.join(keys)}",
                 hint="use the federation's plan/plan.yaml unchanged",
             )
         client.start_heartbeat()
+        listener.start()
         console.print(
             f"{name}: joined federation {plan.federation_id[:12]} at {settings.target} "
             f"(round {description.round + 1}/{description.rounds_to_train})"
@@ -91,9 +100,42 @@ def start(
             console.print(f"{name}: {label:>11}  {outcome.task:<10} {scores}{status}")
 
         rounds = Collaborator(
-            name=name, api=client, runner=runner, plan=plan, on_task_done=report
+            name=name,
+            api=client,
+            runner=runner,
+            plan=plan,
+            on_task_done=report,
+            round_signal=signal,
         ).run()
     finally:
+        listener.close()
         client.close()
     logging.getLogger("fx.collaborator").info("finished after %d rounds", rounds)
     console.print(f"{name}: federation finished ({rounds} rounds worked)")
+
+
+@app.command("create")
+def create(
+    name: str = typer.Option(
+        ..., "--name", "-n", help="The new collaborator's name (its certificate identity)."
+    ),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        help="Its data directory, relative to the workspace or absolute (default: data/NAME).",
+    ),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Add a collaborator to plan/cols.yaml and plan/data.yaml (the federation id is kept)."""
+    from fx.workspace.collaborators import add_collaborator
+
+    paths = workspace_paths(workspace)
+    added = add_collaborator(paths, name, data=data)
+    console.print(f"Added collaborator [bold]{added.name}[/] with data {added.data}")
+    console.print(f"  collaborators: {', '.join(added.collaborators)}")
+    if not added.data_exists:
+        console.print(f"  {added.data} does not exist here yet: put {added.name}'s data there")
+    console.print("Next:")
+    console.print("  fx pki certify                      # on one box; or, at the site:")
+    console.print(f"  fx pki csr --name {added.name}      # and the CA signs it")
+    console.print("  restart the aggregator so that it admits the new collaborator")

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from fx import __version__
-from fx.cli import aggregator, collaborator, pki, workspace
+from fx.cli import aggregator, collaborator, pki, plan, workspace
 from fx.errors import ExitCode, FxError
 
 app = typer.Typer(
@@ -18,10 +18,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold private keys
     add_completion=True,
 )
-app.add_typer(workspace.app, name="workspace", help="Create workspaces from templates.")
+app.add_typer(workspace.app, name="workspace", help="Create, export and import workspaces.")
+app.add_typer(plan.app, name="plan", help="Initialize, validate and show the plan.")
 app.add_typer(pki.app, name="pki", help="Certificate authority, certificates, CSRs and revocation.")
 app.add_typer(aggregator.app, name="aggregator", help="Run the aggregator.")
-app.add_typer(collaborator.app, name="collaborator", help="Run a collaborator.")
+app.add_typer(collaborator.app, name="collaborator", help="Add and run collaborators.")
 
 
 def _version(value: bool) -> None:

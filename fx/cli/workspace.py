@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from fx.cli.console import console
+from fx.cli.console import console, warn_loudly
+from fx.cli.options import WorkspaceOption, workspace_paths
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -62,3 +63,92 @@ def templates() -> None:
     for template in available_templates():
         table.add_row(template.name, template.description)
     console.print(table)
+
+
+@app.command("export")
+def export(
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Archive to write (default: ./<workspace name>.fx.tar.gz).",
+        dir_okay=False,
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite the archive if it exists."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """One archive with what a site needs: plan/, src/, requirements and the chain of trust.
+
+    Never private keys, data, logs or saved models.
+    """
+    from fx.plan.validate import validate_workspace
+    from fx.workspace.archive import default_archive, export_workspace
+    from fx.workspace.initialize import stale_record_warning
+
+    paths = workspace_paths(workspace)
+    plan = validate_workspace(paths, import_code=False).plan
+    stale = stale_record_warning(paths, plan.federation_id)
+    if stale is not None:
+        warn_loudly(f"{stale} before exporting: sites would see a record of another plan")
+    result = export_workspace(paths, output or default_archive(paths), overwrite=force)
+    console.print(
+        f"Exported federation [bold]{plan.federation_id[:12]}[/] to [bold]{result.archive}[/] "
+        f"({len(result.files)} files)"
+    )
+    if not result.has_chain:
+        warn_loudly(
+            "no cert/cert_chain.pem yet (run `fx pki certify` or `fx pki init` first): sites "
+            "will have no chain of trust until they import their signed bundle"
+        )
+    console.print("Send it to each site. They run:")
+    console.print(f"  fx workspace import {result.archive.name} --prefix DIR")
+
+
+@app.command("import")
+def import_(
+    archive: Path = typer.Argument(..., metavar="ARCHIVE", help="An `fx workspace export`."),
+    prefix: Path | None = typer.Option(
+        None,
+        "--prefix",
+        "-p",
+        help="Directory of the new workspace (default: the archive's name, in the current "
+        "directory).",
+    ),
+) -> None:
+    """Unpack an exported workspace, refusing unsafe entries; then make this site's key."""
+    from fx.plan.loader import load_collaborator_names, load_plan
+    from fx.workspace.archive import default_prefix, import_workspace
+
+    result = import_workspace(archive, prefix or default_prefix(archive))
+    paths = result.paths
+    plan = load_plan(paths)
+    names = load_collaborator_names(paths)
+    console.print(
+        f"Imported workspace [bold]{paths.root}[/] ({len(result.files)} files): federation "
+        f"[bold]{plan.federation_id[:12]}[/], template {plan.template}"
+    )
+    console.print(f"  collaborators in plan/cols.yaml: {', '.join(names)}")
+    root_option = ""
+    if result.has_chain:
+        root = _root_fingerprint(paths.cert_chain)
+        console.print(
+            f"  chain of trust: cert/cert_chain.pem, root CA [bold]{root}[/] "
+            "(check it with the CA over another channel)"
+        )
+        root_option = f" --root-fingerprint {root}"
+    name = names[0] if len(names) == 1 else "NAME"
+    console.print(f"Next, as collaborator {name} (one of: {', '.join(names)}):")
+    console.print(f"  cd {paths.root}")
+    console.print(f"  fx pki csr --name {name}    # the key stays here")
+    console.print("  # send the CSR to the CA and read them its fingerprint; they sign it")
+    console.print(f"  fx pki import {name}.bundle.pem{root_option}")
+    console.print("  # put your data where plan/data.yaml says (data/NAME by default)")
+    console.print("  fx plan validate")
+    console.print(f"  fx collaborator start --name {name}")
+
+
+def _root_fingerprint(chain: Path) -> str:
+    from fx.pki.fingerprints import certificate_der, short_fingerprint
+    from fx.pki.pem import read_certificates
+
+    return short_fingerprint(certificate_der(read_certificates(chain)[-1]))

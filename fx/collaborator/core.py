@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fx.collaborator.events import RoundSignal
 from fx.collaborator.runner import TaskRunner
 from fx.plan.model import Plan
 from fx.transport.api import AggregatorAPI, RoundClosedError, TaskAssignment, TaskReport
@@ -34,6 +35,7 @@ class Collaborator:
         plan: Plan,
         poll_wait_s: float = 30.0,
         on_task_done: Callable[[TaskOutcome], None] | None = None,
+        round_signal: RoundSignal | None = None,
     ) -> None:
         self.name = name
         self._api = api
@@ -41,12 +43,15 @@ class Collaborator:
         self._tasks = {task.name: task for task in plan.tasks}
         self._poll_wait_s = poll_wait_s
         self._on_task_done = on_task_done
+        self._signal = round_signal
 
     def run(self) -> int:
         """Work until the aggregator says the federation is over; returns rounds worked."""
         rounds_worked = 0
+        last_round = -1
         while True:
-            assignment = self._api.get_tasks(wait_s=self._poll_wait_s)
+            assignment = self._next_assignment(after_round=last_round)
+            last_round = assignment.round
             if assignment.done:
                 log.info("%s: the federation is finished", self.name)
                 return rounds_worked
@@ -60,6 +65,21 @@ class Collaborator:
                 )
                 continue
             rounds_worked += 1
+
+    def _next_assignment(self, *, after_round: int) -> TaskAssignment:
+        """The next tasks. While the event stream is live, wait for its push (a round
+        opened, or the federation ended) rather than hold a long-poll open; without
+        it, long-poll GetTasks, which answers the moment a round opens."""
+        signal = self._signal
+        if (
+            signal is not None
+            and signal.live
+            and not signal.wait_for_work(after_round=after_round, timeout=self._poll_wait_s)
+            and signal.live
+        ):
+            # A quiet stream (a long round, or a push we missed): check once, no long-poll.
+            return self._api.get_tasks(wait_s=0.0)
+        return self._api.get_tasks(wait_s=self._poll_wait_s)
 
     def _run_round(self, assignment: TaskAssignment) -> None:
         self._runner.set_weights(self._api.get_model(assignment.round))

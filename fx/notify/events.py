@@ -133,7 +133,7 @@ class EventSink(Protocol):
     """Where the aggregator core sends events. Must return quickly and never block
     on the network: the core calls it from the thread that closed a round."""
 
-    def __call__(self, event: Event) -> None: ...
+    def __call__(self, event: Event, /) -> None: ...
 
 
 class FanOut:

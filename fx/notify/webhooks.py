@@ -22,6 +22,7 @@ redirects (a webhook URL must answer by itself).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -188,7 +189,9 @@ class _Worker:
 
     def _post(self, body: bytes, headers: dict[str, str]) -> tuple[str | None, bool]:
         """(None, _) when delivered, else (what went wrong, whether to retry)."""
-        request = urllib.request.Request(self.webhook.url, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(
+            self.webhook.url, data=body, headers=headers, method="POST"
+        )
         try:
             with self._opener.open(request, timeout=self.policy.timeout_s) as response:
                 response.read(65536)
@@ -240,10 +243,9 @@ class WebhookNotifier:
         the process alive)."""
         self._closed = True
         for worker in self._workers:
-            try:
+            # A full queue: the worker finds `abandon` set once the deadline passes.
+            with contextlib.suppress(queue.Full):
                 worker.queue.put_nowait(_STOP)
-            except queue.Full:
-                pass  # the worker finds `abandon` set once the deadline passes
         give_up_at = time.monotonic() + drain_s
         for worker in self._workers:
             worker.thread.join(max(0.0, give_up_at - time.monotonic()))

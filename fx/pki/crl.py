@@ -169,6 +169,8 @@ class RevocationList:
             except FileNotFoundError:
                 self._stamp, self._serials = None, frozenset()
                 return self._serials
+            except OSError as exc:
+                raise _unreadable(self._path, exc) from exc
             stamp = (status.st_ino, status.st_size, status.st_mtime_ns)
             if stamp != self._stamp:
                 self._serials = self._read()
@@ -180,7 +182,16 @@ class RevocationList:
             data = self._path.read_bytes()
         except FileNotFoundError:
             return frozenset()
+        except OSError as exc:
+            raise _unreadable(self._path, exc) from exc
         crl = load_crl(data, self._path)
         if self._issuers is not None:
             check_crl_signature(crl, self._issuers, self._path)
         return frozenset(revoked.serial_number for revoked in crl)
+
+
+def _unreadable(path: Path, exc: OSError) -> PkiError:
+    return PkiError(
+        f"{path}: cannot read the CRL ({exc.strerror or exc})",
+        hint="make it readable by the aggregator, or restore it from the CA's workspace",
+    )

@@ -12,6 +12,8 @@ import hashlib
 import json
 from typing import Any
 
+from fx.plan.model import shared_document
+
 
 def canonical_json(document: dict[str, Any]) -> str:
     return json.dumps(
@@ -31,8 +33,9 @@ def _canonical_numbers(value: Any) -> Any:
 
 
 def federation_id(document: dict[str, Any]) -> str:
-    """SHA-256 of the canonical plan, hex."""
-    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+    """SHA-256 of the canonical plan, hex. Aggregator-local sections (notifications)
+    are left out: they do not change what the federation trains."""
+    return hashlib.sha256(canonical_json(shared_document(document)).encode("utf-8")).hexdigest()
 
 
 def flatten(document: Any, prefix: str = "") -> dict[str, Any]:

@@ -17,6 +17,7 @@ from fx.plan.model import (
     Plan,
     TaskSpec,
 )
+from fx.plan.notifications import notification_settings
 from fx.workspace.paths import WorkspacePaths
 
 
@@ -43,6 +44,7 @@ def plan_from_document(document: dict[str, Any], path: Path) -> Plan:
         ),
         federation_id=federation_id(document),
         document=document,
+        notifications=notification_settings(document, path),
     )
     _check_consistency(plan, path)
     return plan

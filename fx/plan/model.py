@@ -78,6 +78,32 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """A URL the aggregator POSTs lifecycle events to; the HMAC secret is given
+    literally (``secret``) or by the name of an environment variable (``secret_env``)."""
+
+    url: str
+    secret: str | None = field(default=None, repr=False)
+    secret_env: str | None = None
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    webhooks: tuple[WebhookSettings, ...] = ()
+
+
+#: Top-level plan sections that only the aggregator uses. They are left out of the
+#: federation id and of the plan the aggregator describes to collaborators (they
+#: may hold webhook secrets), so the aggregator can change them alone.
+AGGREGATOR_LOCAL_KEYS = frozenset({"notifications"})
+
+
+def shared_document(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` without :data:`AGGREGATOR_LOCAL_KEYS`: the plan every party shares."""
+    return {key: value for key, value in document.items() if key not in AGGREGATOR_LOCAL_KEYS}
+
+
+@dataclass(frozen=True)
 class Plan:
     template: str
     aggregator: AggregatorSettings
@@ -87,6 +113,12 @@ class Plan:
     model: ModelSpec
     federation_id: str
     document: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
+
+    @property
+    def shared_document(self) -> dict[str, Any]:
+        """The plan as collaborators see it (no aggregator-local sections)."""
+        return shared_document(self.document)
 
     def tasks_of_kind(self, kind: TaskKind) -> tuple[TaskSpec, ...]:
         return tuple(task for task in self.tasks if task.kind == kind)

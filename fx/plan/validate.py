@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from fx.errors import PlanError
+from fx.pki.names import AGGREGATOR_NAME
 from fx.plan.documents import read_yaml, validate_document
 from fx.plan.loader import plan_from_document
 from fx.plan.model import Plan
 from fx.workspace.paths import WorkspacePaths
 
-_RESERVED_NAME = "aggregator"  # the CN of the aggregator's certificate (fx.pki.names)
 _RUNNER_METHODS = ("get_weights", "set_weights", "train", "validate")
 
 T = TypeVar("T")
@@ -47,7 +47,10 @@ class Problem:
     fix: str | None = None
 
     def __str__(self) -> str:
-        return self.text if self.fix is None else f"{self.text}\n    fix: {self.fix}"
+        lines = [line.strip() for line in self.text.splitlines()]
+        if self.fix is not None:
+            lines.append(f"fix: {self.fix}")
+        return "\n    ".join(lines)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def _reserved_names(paths: WorkspacePaths, collaborators: list[str]) -> list[Pro
             "rename that collaborator (and its entry in plan/data.yaml)",
         )
         for index, name in enumerate(collaborators)
-        if name == _RESERVED_NAME
+        if name == AGGREGATOR_NAME
     ]
 
 

@@ -69,6 +69,34 @@ class ExperimentDescription:
     done: bool
 
 
+@dataclass(frozen=True)
+class CollaboratorStatus:
+    name: str
+    connected: bool  # heard from within the aggregator's liveness timeout
+    last_seen_s: float | None  # seconds since its last call or heartbeat; None: never
+    reported: tuple[str, ...]  # tasks it has reported in the current round
+
+
+@dataclass(frozen=True)
+class FederationStatus:
+    """Where the federation stands, for `fx aggregator status` and dashboards."""
+
+    federation_id: str
+    training_uuid: str
+    round: int
+    rounds_to_train: int
+    final: bool  # the current round is the final validate-only pass
+    done: bool
+    model_uuid: str
+    tasks: tuple[str, ...]  # the current round's tasks
+    collaborators: tuple[CollaboratorStatus, ...]
+
+    @property
+    def complete(self) -> tuple[str, ...]:
+        """Collaborators that have reported every task of the current round."""
+        return tuple(c.name for c in self.collaborators if set(self.tasks) <= set(c.reported))
+
+
 class AggregatorAPI(Protocol):
     """The aggregator as one collaborator sees it (its identity is bound in)."""
 

@@ -8,7 +8,9 @@ An export holds, relative to the workspace root::
     README.md            the template's notes, when present
     cert/cert_chain.pem  the chain of trust, when the CA has made one
 
-and never anything else: no private key (cert/ca/, cert/server/, cert/client/, and
+plan.yaml leaves out its aggregator-local sections (``notifications``: webhook
+URLs and secrets), which are not part of the federation id. The archive holds
+nothing else: no private key (cert/ca/, cert/server/, cert/client/, and
 any file in plan/ or src/ that holds one makes the export fail), no data/, logs/
 or save/. The import side accepts exactly that layout and refuses absolute paths,
 ``..``, links, devices and anything outside it, before it writes a byte.
@@ -16,6 +18,7 @@ or save/. The import side accepts exactly that layout and refuses absolute paths
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tarfile
@@ -40,6 +43,7 @@ _SKIPPED_SUFFIXES = (".pyc", ".pyo")
 # PEM ("-----BEGIN EC PRIVATE KEY-----", "ENCRYPTED PRIVATE KEY", ...) and OpenSSH keys.
 _KEY_MARKERS = (b"PRIVATE KEY-----", b"-----BEGIN OPENSSH PRIVATE KEY")
 _MAX_LISTED = 10
+_PLAN = "plan/plan.yaml"
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def export_workspace(paths: WorkspacePaths, output: Path, *, overwrite: bool = F
             tarfile.open(fileobj=stream, mode="w:gz") as tar,
         ):
             for name in _with_parent_directories(files):
-                _add(tar, paths.root, name)
+                _add(tar, paths.root, name, _shared_plan(paths) if name == _PLAN else None)
         os.replace(temporary, output)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -154,14 +158,35 @@ def _with_parent_directories(files: list[str]) -> list[str]:
     return sorted(names)
 
 
-def _add(tar: tarfile.TarFile, root: Path, name: str) -> None:
+def _shared_plan(paths: WorkspacePaths) -> bytes | None:
+    """plan.yaml without its aggregator-local sections (webhook URLs and secrets), or
+    None when it has none and is exported as it is, comments and all."""
+    import yaml
+
+    from fx.plan.documents import read_yaml
+    from fx.plan.model import shared_document
+    from fx.workspace.create import SCHEMA_DIR
+
+    document = read_yaml(paths.plan)
+    shared = shared_document(document)
+    if shared == document:
+        return None
+    header = f"# yaml-language-server: $schema={SCHEMA_DIR}/plan.schema.json\n"
+    body = yaml.safe_dump(shared, sort_keys=False, default_flow_style=False)
+    return (header + body).encode("utf-8")
+
+
+def _add(tar: tarfile.TarFile, root: Path, name: str, content: bytes | None = None) -> None:
     path = root / name
     info = tar.gettarinfo(str(path), arcname=name)
     # Who exported it and group/other write bits are nobody else's business.
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     info.mode &= 0o755
-    if info.isfile():
+    if content is not None:
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    elif info.isfile():
         with path.open("rb") as stream:
             tar.addfile(info, stream)
     else:
@@ -251,7 +276,7 @@ def _check_members(archive: Path, members: list[tarfile.TarInfo]) -> list[str]:
             f"entr{'y' if len(refused) == 1 else 'ies'}:\n  {listed}{more}",
             hint="ask for an archive made by `fx workspace export`; nothing was written",
         )
-    if "plan/plan.yaml" not in files:
+    if _PLAN not in files:
         raise WorkspaceError(
             f"{archive} holds no plan/plan.yaml: it is not an fx workspace export",
             hint="make one with `fx workspace export` in the federation's workspace",

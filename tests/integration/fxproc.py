@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 FX = [sys.executable, "-m", "fx"]
@@ -40,3 +42,13 @@ def finish(process: subprocess.Popen[str], log: Path, timeout: float = 240) -> t
         process.wait()
         raise AssertionError(f"{process.args} did not finish:\n{log.read_text()}") from None
     return code, log.read_text()
+
+
+def wait_for(log: Path, pattern: str, timeout: float = 60) -> None:
+    """Until ``pattern`` (a regex) appears in the output a process writes to ``log``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and re.search(pattern, log.read_text()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{pattern!r} never appeared in {log}:\n{log.read_text()}")

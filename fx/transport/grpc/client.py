@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 import numpy as np
 
-from fx.errors import AggregatorUnreachable, RefusedError
+from fx.errors import AggregatorUnreachable, NetworkError, RefusedError
+from fx.metrics import MetricRecord
+from fx.notify.events import Event
 from fx.tensors.codec import TensorAssembler, iter_chunks
 from fx.transport.api import (
     ExperimentDescription,
+    FederationStatus,
     RoundClosedError,
     SubmitAck,
     TaskAssignment,
@@ -33,6 +37,76 @@ T = TypeVar("T")
 # Failures where the request may not have reached the aggregator and can be repeated:
 # every fx call is idempotent (uploads are deduplicated per round, task and sender).
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class ConnectFailure(enum.Enum):
+    """Why no connection to the aggregator could be made, as far as gRPC tells."""
+
+    NOT_LISTENING = "not listening"
+    HANDSHAKE_CLOSED_BY_AGGREGATOR = "handshake closed by the aggregator"
+    AGGREGATOR_CERTIFICATE_REFUSED = "aggregator certificate refused"
+    NO_ANSWER = "no answer"
+
+
+# gRPC reports every failure to connect as UNAVAILABLE, with the cause only in free text
+# ("failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:50051: Socket
+# closed"): the Python API exposes no structured reason. This heuristic on that text only
+# words the final error and its hint; whether to retry is decided by the status code alone.
+#   "handshake failed" / "not in peer certificate": our TLS stack refused the aggregator's
+#       certificate; its reason follows in the text.
+#   "connection refused": the TCP connection was refused: nothing listens at that address.
+#   "socket closed" / "connection reset": TCP connected, then the peer hung up before HTTP/2
+#       began: in practice the aggregator refusing our certificate in the TLS handshake
+#       (from another CA, expired, of the wrong role), a refusal it logs with the reason.
+_CONNECT_FAILURES = (
+    (
+        ("handshake failed", "not in peer certificate"),
+        ConnectFailure.AGGREGATOR_CERTIFICATE_REFUSED,
+    ),
+    (("connection refused",), ConnectFailure.NOT_LISTENING),
+    (("socket closed", "connection reset"), ConnectFailure.HANDSHAKE_CLOSED_BY_AGGREGATOR),
+)
+
+
+def classify_connect_failure(details: str) -> ConnectFailure:
+    """What the details of an UNAVAILABLE error say went wrong (see the comment above)."""
+    text = details.lower()
+    for fragments, failure in _CONNECT_FAILURES:
+        if any(fragment in text for fragment in fragments):
+            return failure
+    return ConnectFailure.NO_ANSWER
+
+
+class ServerStream(Generic[T]):
+    """The items of one server-streaming call, converted as they arrive.
+
+    :meth:`close` (from any thread) cancels the call and ends the iteration
+    quietly; any other failure is raised as an fx error while iterating.
+    """
+
+    def __init__(
+        self,
+        call: Any,
+        convert: Callable[[Any], T],
+        translate: Callable[[grpc.RpcError], BaseException],
+    ) -> None:
+        self._call = call
+        self._convert = convert
+        self._translate = translate
+        self._closed = False
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            for message in self._call:
+                yield self._convert(message)
+        except grpc.RpcError as exc:
+            if self._closed and exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise self._translate(exc) from None
+
+    def close(self) -> None:
+        self._closed = True
+        self._call.cancel()
 
 
 @dataclass(frozen=True)
@@ -89,6 +163,31 @@ class GrpcAggregatorClient:
             metadata.method_path(metadata.HEARTBEAT),
             request_serializer=pb.HeartbeatRequest.SerializeToString,
             response_deserializer=pb.HeartbeatResponse.FromString,
+        )
+        self._get_aggregated_tensor = self._channel.unary_stream(
+            metadata.method_path(metadata.GET_AGGREGATED_TENSOR),
+            request_serializer=pb.GetAggregatedTensorRequest.SerializeToString,
+            response_deserializer=pb.ModelChunk.FromString,
+        )
+        self._get_trained_model = self._channel.unary_stream(
+            metadata.method_path(metadata.GET_TRAINED_MODEL),
+            request_serializer=pb.GetTrainedModelRequest.SerializeToString,
+            response_deserializer=pb.ModelChunk.FromString,
+        )
+        self._get_metric_stream = self._channel.unary_stream(
+            metadata.method_path(metadata.GET_METRIC_STREAM),
+            request_serializer=pb.GetMetricStreamRequest.SerializeToString,
+            response_deserializer=pb.MetricRecord.FromString,
+        )
+        self._subscribe = self._channel.unary_stream(
+            metadata.method_path(metadata.SUBSCRIBE),
+            request_serializer=pb.SubscribeRequest.SerializeToString,
+            response_deserializer=pb.Event.FromString,
+        )
+        self._get_status = self._channel.unary_unary(
+            metadata.method_path(metadata.GET_STATUS),
+            request_serializer=pb.GetStatusRequest.SerializeToString,
+            response_deserializer=pb.FederationStatus.FromString,
         )
         self._stopping = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
@@ -165,6 +264,66 @@ class GrpcAggregatorClient:
         self._stopping.set()
         self._channel.close()
 
+    # -- beyond the task loop: models, events, metrics, status -------------------
+
+    def get_aggregated_tensor(self, name: str, *, model_uuid: str = "") -> np.ndarray:
+        """One tensor of the current global model (LookupError if it has none of that
+        name; RoundClosedError if ``model_uuid`` is given and no longer current)."""
+        request = pb.GetAggregatedTensorRequest(name=name, model_uuid=model_uuid)
+        _, tensors = self._retrying(
+            f"download tensor {name!r}",
+            lambda: self._download(self._get_aggregated_tensor, request),
+        )
+        return tensors[name]
+
+    def get_trained_model(self, *, best: bool = False) -> tuple[str, dict[str, np.ndarray]]:
+        """(model uuid, tensors) of the last global model, or of the best one so far
+        (LookupError when there is no best model yet)."""
+        which = pb.GetTrainedModelRequest.BEST if best else pb.GetTrainedModelRequest.LAST
+        return self._retrying(
+            "download the trained model",
+            lambda: self._download(self._get_trained_model, pb.GetTrainedModelRequest(which=which)),
+        )
+
+    def status(self) -> FederationStatus:
+        message = self._retrying(
+            "get the status",
+            lambda: self._get_status(pb.GetStatusRequest(), metadata=self._metadata, timeout=30.0),
+        )
+        return converters.status_from_proto(message)
+
+    def subscribe(self, *, replay: bool = False) -> ServerStream[Event]:
+        """Lifecycle events as they happen (with ``replay``: this training's earlier ones first).
+
+        Not retried: iterating raises NetworkError when the stream breaks, RefusedError
+        when refused, NotImplementedError if the aggregator publishes no events.
+        """
+        return self._follow(
+            self._subscribe,
+            pb.SubscribeRequest(replay=replay),
+            converters.event_from_proto,
+            "events",
+        )
+
+    def metric_stream(self, *, replay: bool = False) -> ServerStream[MetricRecord]:
+        """Metric records as the aggregator writes them (see :meth:`subscribe`)."""
+        return self._follow(
+            self._get_metric_stream,
+            pb.GetMetricStreamRequest(replay=replay),
+            converters.metric_from_proto,
+            "metrics",
+        )
+
+    def _download(self, call: Any, request: Any) -> tuple[str, dict[str, np.ndarray]]:
+        assembler = TensorAssembler()
+        model_uuid = ""
+        for message in call(
+            request, metadata=self._metadata, timeout=self._settings.call_timeout_s
+        ):
+            model_uuid = message.model_uuid
+            assembler.feed(converters.chunk_from_proto(message.chunk))
+        return model_uuid, assembler.finish()
+
     # -- internals -----------------------------------------------------------------
 
     def _result_parts(self, report: TaskReport) -> Iterator[pb.TaskResultPart]:
@@ -179,6 +338,94 @@ class GrpcAggregatorClient:
             for chunk in iter_chunks(report.tensors, self._settings.chunk_bytes):
                 yield pb.TaskResultPart(chunk=converters.chunk_to_proto(chunk))
 
+    def _final_error(self, exc: grpc.RpcError) -> BaseException | None:
+        """The error to raise for a failed call, or None when retrying may help.
+        (``exc`` itself when fx has no better name for it.)"""
+        code, details = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.UNAUTHENTICATED:  # who are you?
+            return RefusedError(
+                f"the aggregator at {self._settings.target} refused "
+                f"{self._settings.name!r}: {details}",
+                hint=f"this collaborator's certificate must name it: check with "
+                f"`fx pki show {self._settings.name}`",
+            )
+        if code == grpc.StatusCode.PERMISSION_DENIED:  # known, but not allowed
+            return RefusedError(
+                f"the aggregator at {self._settings.target} refused "
+                f"{self._settings.name!r}: {details}",
+                hint="ask the federation's owner: the name must be in the aggregator's "
+                "plan/cols.yaml and its certificate not revoked (`fx pki list` there)",
+            )
+        if code == grpc.StatusCode.ABORTED:  # the round (or model version) changed under us
+            return RoundClosedError(details)
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return RefusedError(
+                f"the aggregator at {self._settings.target} refused "
+                f"{self._settings.name!r}: {details}",
+                hint="use the same plan/plan.yaml as the aggregator",
+            )
+        if code == grpc.StatusCode.NOT_FOUND:
+            return LookupError(details)
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return NotImplementedError(details)
+        return None if code in _RETRYABLE else exc
+
+    def _unreachable(
+        self, action: str, code: grpc.StatusCode, details: str
+    ) -> AggregatorUnreachable:
+        """The error for giving up after ``connect_timeout_s``, worded by why we failed."""
+        target, waited = self._settings.target, f"{self._settings.connect_timeout_s:g}s"
+        last = f"last error: {code.name}: {details}"
+        failure = classify_connect_failure(details)
+        if failure is ConnectFailure.HANDSHAKE_CLOSED_BY_AGGREGATOR:
+            return AggregatorUnreachable(
+                f"could not {action}: the aggregator at {target} is reachable but closed the "
+                f"TLS handshake, for {waited} ({last})",
+                hint="it refused this collaborator's certificate: likely one from another CA, "
+                "expired, or not a collaborator certificate; check it with "
+                f"`fx pki show {self._settings.name}` (the aggregator's logs/aggregator.log "
+                "names the reason)",
+            )
+        if failure is ConnectFailure.AGGREGATOR_CERTIFICATE_REFUSED:
+            return AggregatorUnreachable(
+                f"could not {action}: this collaborator refused the certificate of the "
+                f"aggregator at {target} ({last})",
+                hint="cert/cert_chain.pem must be the federation's chain, and the aggregator's "
+                "certificate a server certificate for network.agg_addr (check both with "
+                "`fx pki show`)",
+            )
+        if failure is ConnectFailure.NOT_LISTENING:
+            return AggregatorUnreachable(
+                f"could not {action}: the aggregator at {target} did not answer for {waited}: "
+                "nothing is listening there (connection refused)",
+                hint="start it with `fx aggregator start`, or check network.agg_addr/agg_port "
+                "in plan/plan.yaml (collaborator.connect_timeout_s sets how long to wait)",
+            )
+        return AggregatorUnreachable(
+            f"could not {action}: the aggregator at {target} did not answer for {waited} ({last})",
+            hint="start it with `fx aggregator start`, or check network.agg_addr/"
+            "agg_port and collaborator.connect_timeout_s in plan/plan.yaml",
+        )
+
+    def _follow(
+        self, call: Any, request: Any, convert: Callable[[Any], T], what: str
+    ) -> ServerStream[T]:
+        return ServerStream(
+            call(request, metadata=self._metadata),
+            convert,
+            lambda exc: self._stream_error(exc, what),
+        )
+
+    def _stream_error(self, exc: grpc.RpcError, what: str) -> BaseException:
+        error = self._final_error(exc)
+        if error is not None and error is not exc:
+            return error
+        return NetworkError(
+            f"the {what} stream from {self._settings.target} broke: "
+            f"{exc.code().name}: {exc.details() or ''}",
+            hint="subscribe again; the aggregator may have restarted",
+        )
+
     def _retrying(self, action: str, call: Callable[[], T]) -> T:
         """Run ``call``; while the aggregator is unreachable retry with jittered
         exponential backoff, giving up after ``connect_timeout_s``."""
@@ -189,32 +436,14 @@ class GrpcAggregatorClient:
                 return call()
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details() or ""
-                if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                    raise RefusedError(
-                        f"the aggregator at {self._settings.target} refused "
-                        f"{self._settings.name!r}: {details}",
-                        hint="check that your certificate names this collaborator and is listed "
-                        "in the aggregator's plan/cols.yaml",
-                    ) from None
-                if code == grpc.StatusCode.ABORTED:  # the round closed under us
-                    raise RoundClosedError(details) from None
-                if code == grpc.StatusCode.FAILED_PRECONDITION:
-                    raise RefusedError(
-                        f"the aggregator at {self._settings.target} refused "
-                        f"{self._settings.name!r}: {details}",
-                        hint="use the same plan/plan.yaml as the aggregator",
-                    ) from None
-                if code not in _RETRYABLE:
+                error = self._final_error(exc)
+                if error is exc:
                     raise
+                if error is not None:
+                    raise error from None
                 remaining = give_up_at - time.monotonic()
                 if remaining <= 0:
-                    raise AggregatorUnreachable(
-                        f"could not {action}: the aggregator at {self._settings.target} did not "
-                        f"answer for {self._settings.connect_timeout_s:g}s (last error: "
-                        f"{code.name}: {details})",
-                        hint="start it with `fx aggregator start`, or check network.agg_addr/"
-                        "agg_port and collaborator.connect_timeout_s in plan/plan.yaml",
-                    ) from None
+                    raise self._unreachable(action, code, details) from None
                 pause = min(backoff, remaining, self._settings.retry_max_backoff_s)
                 log.info("aggregator unavailable (%s); retrying in %.1fs", code.name, pause)
                 time.sleep(pause * random.uniform(0.8, 1.0))

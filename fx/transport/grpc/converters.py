@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 
+from fx.metrics import MetricRecord
+from fx.notify.events import Event
 from fx.tensors.codec import Chunk
-from fx.transport.api import AssignedTask, ExperimentDescription, TaskAssignment
+from fx.transport.api import (
+    AssignedTask,
+    CollaboratorStatus,
+    ExperimentDescription,
+    FederationStatus,
+    TaskAssignment,
+)
 from fx.transport.grpc.protos import aggregator_pb2 as pb
 
 
@@ -74,4 +82,90 @@ def description_from_proto(message: pb.ExperimentDescription) -> ExperimentDescr
         rounds_to_train=message.rounds_to_train,
         collaborators=tuple(message.collaborators),
         done=message.done,
+    )
+
+
+def event_to_proto(event: Event) -> pb.Event:
+    return pb.Event(
+        notification_type=event.notification_type,
+        training_uuid=event.training_uuid,
+        body_json=json.dumps(dict(event.body), separators=(",", ":")),
+    )
+
+
+def event_from_proto(message: pb.Event) -> Event:
+    """ValueError if the body is not a JSON object."""
+    body = json.loads(message.body_json) if message.body_json else {}
+    return Event.from_json(
+        {
+            "notification_type": message.notification_type,
+            "training_uuid": message.training_uuid,
+            "body": body,
+        }
+    )
+
+
+def metric_to_proto(record: MetricRecord) -> pb.MetricRecord:
+    return pb.MetricRecord(
+        time=record.time,
+        round=record.round,
+        source=record.source,
+        task=record.task,
+        name=record.name,
+        value=record.value,
+    )
+
+
+def metric_from_proto(message: pb.MetricRecord) -> MetricRecord:
+    return MetricRecord(
+        time=message.time,
+        round=message.round,
+        source=message.source,
+        task=message.task,
+        name=message.name,
+        value=message.value,
+    )
+
+
+def status_to_proto(status: FederationStatus) -> pb.FederationStatus:
+    return pb.FederationStatus(
+        federation_id=status.federation_id,
+        training_uuid=status.training_uuid,
+        round=status.round,
+        rounds_to_train=status.rounds_to_train,
+        final=status.final,
+        done=status.done,
+        model_uuid=status.model_uuid,
+        tasks=list(status.tasks),
+        collaborators=[
+            pb.CollaboratorStatus(
+                name=c.name,
+                connected=c.connected,
+                last_seen_s=-1.0 if c.last_seen_s is None else c.last_seen_s,
+                reported=list(c.reported),
+            )
+            for c in status.collaborators
+        ],
+    )
+
+
+def status_from_proto(message: pb.FederationStatus) -> FederationStatus:
+    return FederationStatus(
+        federation_id=message.federation_id,
+        training_uuid=message.training_uuid,
+        round=message.round,
+        rounds_to_train=message.rounds_to_train,
+        final=message.final,
+        done=message.done,
+        model_uuid=message.model_uuid,
+        tasks=tuple(message.tasks),
+        collaborators=tuple(
+            CollaboratorStatus(
+                name=c.name,
+                connected=c.connected,
+                last_seen_s=None if c.last_seen_s < 0 else c.last_seen_s,
+                reported=tuple(c.reported),
+            )
+            for c in message.collaborators
+        ),
     )

@@ -15,6 +15,11 @@ GET_TASKS = "GetTasks"
 GET_MODEL = "GetModel"
 SEND_LOCAL_TASK_RESULTS = "SendLocalTaskResults"
 HEARTBEAT = "Heartbeat"
+GET_AGGREGATED_TENSOR = "GetAggregatedTensor"
+GET_TRAINED_MODEL = "GetTrainedModel"
+GET_METRIC_STREAM = "GetMetricStream"
+SUBSCRIBE = "Subscribe"
+GET_STATUS = "GetStatus"
 
 
 def method_path(method: str) -> str:

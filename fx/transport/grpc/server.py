@@ -5,15 +5,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent import futures
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import HealthServicer
 
 from fx.aggregator.admission import Admission
 from fx.aggregator.core import Aggregator, GlobalModel
 from fx.errors import NetworkError
+from fx.metrics import MetricRecord
+from fx.notify.bus import Broadcast
+from fx.notify.events import Event
 from fx.tensors.codec import CodecError, TensorAssembler, iter_chunks, spec_of
 from fx.transport.api import RoundClosedError, TaskReport
 from fx.transport.grpc import converters, metadata
@@ -22,6 +27,8 @@ from fx.transport.grpc.interceptor import AdmissionInterceptor
 from fx.transport.grpc.protos import aggregator_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A long-poll never holds a request longer than this, whatever the client asks.
 MAX_LONG_POLL_S = 60.0
@@ -56,8 +63,21 @@ class EncodedModelCache:
 
 
 class AggregatorServicer:
-    def __init__(self, aggregator: Aggregator, *, chunk_bytes: int) -> None:
+    """``events`` and ``metrics`` feed the Subscribe and GetMetricStream streams;
+    without them those calls answer UNIMPLEMENTED."""
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        *,
+        chunk_bytes: int,
+        events: Broadcast[Event] | None = None,
+        metrics: Broadcast[MetricRecord] | None = None,
+    ) -> None:
         self._aggregator = aggregator
+        self._chunk_bytes = chunk_bytes
+        self._events = events
+        self._metrics = metrics
         self.model_cache = EncodedModelCache(chunk_bytes)
 
     @staticmethod
@@ -108,6 +128,71 @@ class AggregatorServicer:
             accepted=ack.accepted, reason=ack.reason, duplicate=ack.duplicate
         )
 
+    def get_aggregated_tensor(self, request: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
+        model = self._aggregator.global_model()
+        if request.model_uuid and request.model_uuid != model.uuid:
+            context.abort(
+                grpc.StatusCode.ABORTED,
+                f"model {request.model_uuid} is no longer the global model (now {model.uuid})",
+            )
+        tensor = model.tensors.get(request.name)
+        if tensor is None:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"the global model has no tensor {request.name!r}"
+            )
+        yield from self._encode(model, {request.name: tensor})
+
+    def get_trained_model(self, request: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
+        if request.which == pb.GetTrainedModelRequest.BEST:
+            best = self._aggregator.best_model()
+            if best is None:
+                context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    "no best model yet: no round has been scored by aggregator.best_metric",
+                )
+                return  # not reached: abort raises
+            yield from self._encode(best, best.tensors)
+        else:
+            model = self._aggregator.global_model()
+            yield from self.model_cache.messages(model, model.version)
+
+    def get_metric_stream(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        for record in self._follow(self._metrics, request.replay, context, "metrics"):
+            yield converters.metric_to_proto(record)
+
+    def subscribe(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        for event in self._follow(self._events, request.replay, context, "events"):
+            yield converters.event_to_proto(event)
+
+    def get_status(self, request: Any, context: grpc.ServicerContext) -> Any:
+        # Deliberately not a sign of life: an operator's status call says nothing about
+        # whether the collaborator whose certificate it borrows is running.
+        return converters.status_to_proto(self._aggregator.status())
+
+    def _encode(self, model: GlobalModel, tensors: Mapping[str, Any]) -> Iterator[bytes]:
+        for chunk in iter_chunks(tensors, self._chunk_bytes):
+            yield pb.ModelChunk(
+                round=model.version, model_uuid=model.uuid, chunk=converters.chunk_to_proto(chunk)
+            ).SerializeToString()
+
+    @staticmethod
+    def _follow(
+        broadcast: Broadcast[T] | None, replay: bool, context: grpc.ServicerContext, what: str
+    ) -> Iterator[T]:
+        """Items of ``broadcast`` until it closes or the call ends (cancel, deadline, stop)."""
+        if broadcast is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"this aggregator publishes no {what}")
+            return  # not reached: abort raises
+        subscription = broadcast.subscribe(replay=replay)
+        if not context.add_callback(subscription.close):
+            subscription.close()  # the call had already ended
+        yield from subscription
+        if subscription.overflowed:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this stream fell too far behind the {what}; subscribe again",
+            )
+
     def heartbeat(self, request: Any, context: grpc.ServicerContext) -> Any:
         sender = self._sender(context)
         self._aggregator.mark_alive(sender)
@@ -143,6 +228,32 @@ class AggregatorServicer:
                     request_deserializer=pb.TaskResultPart.FromString,
                     response_serializer=pb.SendResultsResponse.SerializeToString,
                 ),
+                # Already-serialized ModelChunk bytes, like GetModel.
+                metadata.GET_AGGREGATED_TENSOR: grpc.unary_stream_rpc_method_handler(
+                    self.get_aggregated_tensor,
+                    request_deserializer=pb.GetAggregatedTensorRequest.FromString,
+                    response_serializer=None,
+                ),
+                metadata.GET_TRAINED_MODEL: grpc.unary_stream_rpc_method_handler(
+                    self.get_trained_model,
+                    request_deserializer=pb.GetTrainedModelRequest.FromString,
+                    response_serializer=None,
+                ),
+                metadata.GET_METRIC_STREAM: grpc.unary_stream_rpc_method_handler(
+                    self.get_metric_stream,
+                    request_deserializer=pb.GetMetricStreamRequest.FromString,
+                    response_serializer=pb.MetricRecord.SerializeToString,
+                ),
+                metadata.SUBSCRIBE: grpc.unary_stream_rpc_method_handler(
+                    self.subscribe,
+                    request_deserializer=pb.SubscribeRequest.FromString,
+                    response_serializer=pb.Event.SerializeToString,
+                ),
+                metadata.GET_STATUS: grpc.unary_unary_rpc_method_handler(
+                    self.get_status,
+                    request_deserializer=pb.GetStatusRequest.FromString,
+                    response_serializer=pb.FederationStatus.SerializeToString,
+                ),
             },
         )
 
@@ -171,6 +282,10 @@ def run_server(
         options=server_options(chunk_bytes, keepalive_s),
     )
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
+    # grpc.health.v1 for probes and orchestrators. The admission interceptor guards only
+    # fx.v1.Aggregator, but TLS still asks every client for a certificate of this CA.
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = (
@@ -186,7 +301,10 @@ def run_server(
             hint="stop the other process, or change network.agg_port in plan/plan.yaml",
         )
     server.start()
+    health.set("", health_pb2.HealthCheckResponse.SERVING)
+    health.set(metadata.SERVICE, health_pb2.HealthCheckResponse.SERVING)
     try:
         yield bound
     finally:
+        health.enter_graceful_shutdown()  # probes see NOT_SERVING during the grace period
         server.stop(grace=2.0).wait()
