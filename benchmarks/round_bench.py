@@ -13,9 +13,12 @@ For each configuration (model size x number of collaborators) this script
    process per client), plus one numpy averaging pass over N models.
 
 Round time is the median, over the training rounds after the first, of the
-time between consecutive round closes (``rounds.closed_at`` in save/state.db):
-everything from one round's close to the next, checkpoints included. Round 0
-(process start, TLS handshakes) and the final validate-only round are left out.
+time from one round opening to the next opening (the aggregator logs "round N
+open"): download, trivial local work, upload and aggregation. Round 0 (process
+start, TLS handshakes) and the final validate-only pass are left out. The
+checkpoint of a round is written while the next one runs; the benchmark checks
+that every round was checkpointed, and a disk slower than the rounds shows up
+as longer rounds (the aggregator waits when it falls a round behind).
 ``first_download_ms`` is the median gap between the aggregator logging "round N
 open" and logging the first model download of that round. Peak RSS comes from
 the kernel (``ru_maxrss`` of each child, via ``os.wait4``).
@@ -221,8 +224,10 @@ def _log_time(line: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def _first_downloads(log_text: str) -> list[float]:
-    """Per training round after the first: ms from "round r open" to its first download."""
+def _round_timeline(log_text: str) -> tuple[list[float], list[float]]:
+    """From the aggregator's log: the seconds each training round after the first took
+    (from "round r open" to "round r+1 open"), and the ms from each round opening to
+    its first model download."""
     opened: dict[int, float] = {}
     first: dict[int, float] = {}
     for line in log_text.splitlines():
@@ -230,10 +235,16 @@ def _first_downloads(log_text: str) -> list[float]:
             opened.setdefault(int(match[1]), _log_time(line))
         elif match := re.search(r"serving model v\d+ for round (\d+)", line):
             first.setdefault(int(match[1]), _log_time(line))
-    return [(first[r] - opened[r]) * 1000 for r in sorted(opened) if r > 0 and r in first]
+    rounds = sorted(opened)
+    # The last "open" is the final validate-only pass; round 0 includes process start-up.
+    durations = [opened[r + 1] - opened[r] for r in rounds[1:-1] if r + 1 in opened]
+    gaps = [(first[r] - opened[r]) * 1000 for r in rounds[1:] if r in first]
+    return durations, gaps
 
 
-def run_federation(workspace: Path, n: int, *, timeout_s: float) -> FederationResult:
+def run_federation(
+    workspace: Path, n: int, *, rounds: int, timeout_s: float
+) -> FederationResult:
     logs = workspace / "bench-logs"
     logs.mkdir()
     deadline = time.monotonic() + timeout_s
@@ -269,11 +280,10 @@ def run_federation(workspace: Path, n: int, *, timeout_s: float) -> FederationRe
                     os.waitpid(process.pid, 0)
 
     with sqlite3.connect(workspace / "save" / "state.db") as db:
-        closed = [row[0] for row in db.execute("SELECT closed_at FROM rounds ORDER BY round")]
-    # closed[r] - closed[r-1] is training round r (the last entry is the final validate pass).
-    training = closed[:-1]
-    round_times = [b - a for a, b in zip(training, training[1:], strict=False)]
-    first = _first_downloads((workspace / "logs" / "aggregator.log").read_text())
+        (saved,) = db.execute("SELECT count(*) FROM rounds").fetchone()
+    if saved != rounds + 1:
+        raise SystemExit(f"expected {rounds + 1} checkpointed rounds, found {saved}")
+    round_times, first = _round_timeline((workspace / "logs" / "aggregator.log").read_text())
     return FederationResult(round_times, first, agg_rss, max(col_rss))
 
 
@@ -441,7 +451,7 @@ def bench(size_mb: float, n: int, rounds: int, base_rss_mb: float, keep: Path | 
             parent.mkdir(parents=True, exist_ok=False)
         workspace, setup_s = create_workspace(parent, size_mb=size_mb, n=n, rounds=rounds)
         size = int(size_mb * MIB) // 4 * 4
-        federation = run_federation(workspace, n, timeout_s=120 + rounds * n * size_mb / 5)
+        federation = run_federation(workspace, n, rounds=rounds, timeout_s=120 + rounds * n * size_mb / 5)
         floor_s = measure_floor(
             workspace, size=size, n=n, chunk_bytes=4 * MIB, repeats=max(3, min(rounds, 5))
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fx.tensors.safetensors_io import load_tensors, save_tensors
+from fx.tensors.safetensors_io import link_file, load_tensors, save_tensors
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -124,12 +124,19 @@ class CheckpointStore:
         state: ResumeState,
         model: Mapping[str, np.ndarray],
         record: RoundRecord,
+        *,
+        model_copy: Path | None = None,
     ) -> None:
-        """Persist one finished round atomically (see the module docstring)."""
+        """Persist one finished round atomically (see the module docstring).
+
+        ``model_copy``: a file already durably holding ``model`` (save/last.safetensors,
+        just written); the checkpoint links to it instead of writing the model again.
+        """
         model_file = f"model-v{state.model_version:05d}.safetensors"
         self.directory.mkdir(parents=True, exist_ok=True)
-        if not (self.directory / model_file).exists():
-            save_tensors(self.directory / model_file, model, {"model_uuid": state.model_uuid})
+        target = self.directory / model_file
+        if not target.exists() and (model_copy is None or not link_file(model_copy, target)):
+            save_tensors(target, model, {"model_uuid": state.model_uuid})
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")

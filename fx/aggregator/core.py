@@ -31,6 +31,7 @@ from fx.metrics import MetricsLog
 from fx.notify import events as ev
 from fx.plan.model import Plan, TaskSpec
 from fx.tensors.checks import find_update_problems
+from fx.tensors.staging import StagedUpdate
 from fx.transport.api import (
     AssignedTask,
     CollaboratorStatus,
@@ -353,7 +354,11 @@ class Aggregator:
         if task.kind == "train":
             if report.tensors is None:
                 return SubmitAck(False, f"train task {report.task!r} sent no weights")
-            problems = find_update_problems(self._model.tensors, report.tensors)
+            # A staged upload had its values checked as it arrived: do not read it twice.
+            checked = isinstance(report.tensors, StagedUpdate) and report.tensors.checked_finite
+            problems = find_update_problems(
+                self._model.tensors, report.tensors, check_finite=not checked
+            )
             if problems:
                 more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
                 return SubmitAck(False, "; ".join(problems[:3]) + more)
@@ -478,9 +483,7 @@ class Aggregator:
     def _queue_round_start(self) -> None:
         """Queue the event announcing the round now open, or TRAINING_FINISHED."""
         if self._done:
-            self._queue_event(
-                ev.training_finished(self.training_uuid, model_uuid=self._model.uuid)
-            )
+            self._queue_event(ev.training_finished(self.training_uuid, model_uuid=self._model.uuid))
             return
         final = self._round.number >= self._settings.rounds_to_train
         announce = ev.model_test_round if final else ev.update_round_start
@@ -546,7 +549,8 @@ class Aggregator:
             self._checkpoints.save(
                 resume,
                 model.tensors,
-                RoundRecord(
+                model_copy=None if last is None else self._store.last_path,
+                record=RoundRecord(
                     round=summary.round,
                     reporters=summary.reporters,
                     missing=summary.missing,

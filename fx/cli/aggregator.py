@@ -156,7 +156,11 @@ def start(
         tls=network.tls,
     )
     servicer = AggregatorServicer(
-        aggregator, chunk_bytes=network.chunk_bytes, events=event_stream, metrics=metric_stream
+        aggregator,
+        chunk_bytes=network.chunk_bytes,
+        events=event_stream,
+        metrics=metric_stream,
+        staging_dir=paths.save,  # uploads are staged on the workspace's disk, not in RAM
     )
     try:
         # TLS refusals happen in gRPC's C core, which only prints them to stderr.

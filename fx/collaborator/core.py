@@ -44,6 +44,7 @@ class Collaborator:
         self._poll_wait_s = poll_wait_s
         self._on_task_done = on_task_done
         self._signal = round_signal
+        self._seen_generation = 0
 
     def run(self) -> int:
         """Work until the aggregator says the federation is over; returns rounds worked."""
@@ -71,15 +72,21 @@ class Collaborator:
         opened, or the federation ended) rather than hold a long-poll open; without
         it, long-poll GetTasks, which answers the moment a round opens."""
         signal = self._signal
-        if (
-            signal is not None
+        if signal is None:
+            return self._api.get_tasks(wait_s=self._poll_wait_s)
+        quiet = (
+            signal.live
+            and not signal.wait_for_work(
+                after_round=after_round,
+                after_generation=self._seen_generation,
+                timeout=self._poll_wait_s,
+            )
             and signal.live
-            and not signal.wait_for_work(after_round=after_round, timeout=self._poll_wait_s)
-            and signal.live
-        ):
-            # A quiet stream (a long round, or a push we missed): check once, no long-poll.
-            return self._api.get_tasks(wait_s=0.0)
-        return self._api.get_tasks(wait_s=self._poll_wait_s)
+        )
+        # Announcements from now on are news to the next wait.
+        self._seen_generation = signal.generation
+        # A quiet stream (a long round, or a push we missed): check once, no long-poll.
+        return self._api.get_tasks(wait_s=0.0 if quiet else self._poll_wait_s)
 
     def _run_round(self, assignment: TaskAssignment) -> None:
         self._runner.set_weights(self._api.get_model(assignment.round))

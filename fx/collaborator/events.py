@@ -67,19 +67,31 @@ class EventHandlers:
 
 
 class RoundSignal:
-    """What the task loop waits on: the latest round announced, and whether the
-    event stream is live (when it is not, waiting returns at once)."""
+    """What the task loop waits on: the rounds announced, and whether the event
+    stream is live (when it is not, waiting returns at once).
+
+    ``generation`` counts announcements: one that repeats an earlier round still
+    wakes the loop (an aggregator restarted mid-round re-opens the round it
+    resumes, and may need that round's work again).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._round = -1
+        self._generation = 0
         self._finished = False
         self._live = False
 
     def announce(self, round: int) -> None:
         with self._cond:
             self._round = max(self._round, round)
+            self._generation += 1
             self._cond.notify_all()
+
+    @property
+    def generation(self) -> int:
+        with self._cond:
+            return self._generation
 
     def finish(self) -> None:
         with self._cond:
@@ -96,14 +108,19 @@ class RoundSignal:
         with self._cond:
             return self._live
 
-    def wait_for_work(self, *, after_round: int, timeout: float) -> bool:
-        """Block until a round later than ``after_round`` is announced or the federation
-        ends (True). False at once if the stream is not live, or after ``timeout``:
-        the caller then asks the aggregator itself (the long-poll fallback)."""
+    def wait_for_work(self, *, after_round: int, after_generation: int = 0, timeout: float) -> bool:
+        """Block until a round later than ``after_round`` is announced, any round is
+        announced after ``after_generation``, or the federation ends (True). False at
+        once if the stream is not live, or after ``timeout``: the caller then asks
+        the aggregator itself (the long-poll fallback)."""
+
+        def news() -> bool:
+            return (
+                self._finished or self._round > after_round or self._generation > after_generation
+            )
+
         with self._cond:
-            return self._cond.wait_for(
-                lambda: self._finished or self._round > after_round or not self._live, timeout
-            ) and (self._finished or self._round > after_round)
+            return self._cond.wait_for(lambda: news() or not self._live, timeout) and news()
 
 
 def round_handlers(signal: RoundSignal, *, name: str = "collaborator") -> EventHandlers:

@@ -98,4 +98,9 @@ def load_data_path(paths: WorkspacePaths, collaborator: str) -> Path:
             f"{paths.data_config}: data: no entry for collaborator {collaborator!r}",
             hint=f"add `{collaborator}: data/{collaborator}` under `data:`",
         )
+    if not data[collaborator].is_dir():
+        raise PlanError(
+            f"{paths.data_config}: data.{collaborator}: {data[collaborator]} is not a directory",
+            hint=f"put {collaborator}'s data there, or point data.{collaborator} at it",
+        )
     return data[collaborator]

@@ -29,6 +29,7 @@ __all__ = [
     "Chunk",
     "CodecError",
     "TensorAssembler",
+    "TensorReceiver",
     "TensorSpec",
     "iter_chunks",
     "spec_of",
@@ -112,16 +113,15 @@ def iter_chunks(
             yield Chunk(name, spec.dtype, spec.shape, offset, total, piece)
 
 
-class _Pending:
+class PendingTensor:
     """A tensor whose bytes are still arriving."""
 
-    __slots__ = ("buffer", "dtype", "received", "shape", "spans", "total_bytes")
+    __slots__ = ("dtype", "received", "shape", "spans", "total_bytes")
 
     def __init__(self, dtype: str, shape: tuple[int, ...], total_bytes: int) -> None:
         self.dtype = dtype
         self.shape = shape
         self.total_bytes = total_bytes
-        self.buffer: NDArray[np.uint8] = np.empty(total_bytes, dtype=np.uint8)
         self.received = 0
         # Sorted, disjoint, non-adjacent [start, end) byte ranges received so far.
         # In-order delivery keeps this at one element.
@@ -150,19 +150,14 @@ class _Pending:
         return True
 
 
-class TensorAssembler:
-    """Rebuilds tensors from chunks arriving in any order, one copy per byte.
+class TensorReceiver:
+    """What every receiver of chunks checks, whatever it stores the bytes in.
 
-    Each tensor gets one ``np.empty(total_bytes, uint8)`` buffer when its first
-    chunk arrives; every chunk is copied straight into it, and the finished
-    tensor is a view of that buffer with the right dtype and shape.
-
-    ``expected`` (name -> (dtype name, shape)) refuses unknown names and wrong
-    dtypes or shapes at the first chunk, before any buffer is allocated; use it
-    whenever the receiver knows the model (e.g. the aggregator). ``max_bytes``
-    bounds the total size of all buffers. Every inconsistency raises
-    :class:`CodecError`. Tensors that never sent a chunk are not an error here:
-    compare the result with the reference (see :mod:`fx.tensors.checks`).
+    Subclasses provide the storage: :meth:`_begin` when a tensor's first chunk
+    arrives, :meth:`_write` for each chunk's bytes (each byte range exactly
+    once), :meth:`_complete` when its last byte has arrived.
+    :class:`TensorAssembler` keeps tensors in memory;
+    :class:`fx.tensors.staging.UpdateStager` in a file.
     """
 
     def __init__(
@@ -178,16 +173,15 @@ class TensorAssembler:
             }
         self._max_bytes = max_bytes
         self._allocated = 0
-        self._pending: dict[str, _Pending] = {}
-        # Every name seen, in order of its first chunk; None until complete.
-        self._tensors: dict[str, NDArray[Any] | None] = {}
+        self._pending: dict[str, PendingTensor] = {}
+        self._complete_names: set[str] = set()
 
-    def feed(self, chunk: Chunk) -> tuple[str, NDArray[Any]] | None:
-        """Place ``chunk``; return ``(name, tensor)`` if it completed its tensor."""
+    def _place(self, chunk: Chunk) -> bool:
+        """Check ``chunk`` and store its bytes; True if it completed its tensor."""
         name = chunk.name
         pending = self._pending.get(name)
         if pending is None:
-            if name in self._tensors:
+            if name in self._complete_names:
                 raise CodecError(f"tensor {name!r}: chunk received after the tensor was complete")
             pending = self._start(chunk)
         elif (chunk.dtype, tuple(chunk.shape), chunk.total_bytes) != (
@@ -201,7 +195,7 @@ class TensorAssembler:
                 f"{pending.dtype}{list(pending.shape)} ({pending.total_bytes} bytes)"
             )
 
-        data = memoryview(chunk.data)
+        data = memoryview(chunk.data).cast("B")
         size = data.nbytes
         start, end = chunk.offset, chunk.offset + size
         if start < 0 or end > pending.total_bytes:
@@ -214,16 +208,16 @@ class TensorAssembler:
         if not pending.claim(start, end):
             raise CodecError(f"tensor {name!r}: chunk bytes [{start}, {end}) were already received")
         if size:
-            pending.buffer[start:end] = np.frombuffer(data, dtype=np.uint8)
+            self._write(name, pending, start, data)
 
         if pending.received < pending.total_bytes:
-            return None
+            return False
         del self._pending[name]
-        tensor = pending.buffer.view(dtype_from_name(pending.dtype)).reshape(pending.shape)
-        self._tensors[name] = tensor
-        return name, tensor
+        self._complete_names.add(name)
+        self._complete(name, pending)
+        return True
 
-    def _start(self, chunk: Chunk) -> _Pending:
+    def _start(self, chunk: Chunk) -> PendingTensor:
         name, shape = chunk.name, tuple(chunk.shape)
         if not isinstance(name, str):
             raise CodecError(f"tensor names must be strings, got {name!r}")
@@ -249,26 +243,87 @@ class TensorAssembler:
                 f"tensor {name!r}: {chunk.total_bytes} more bytes would exceed "
                 f"the limit of {self._max_bytes} bytes"
             )
-        pending = _Pending(chunk.dtype, shape, chunk.total_bytes)
+        pending = PendingTensor(chunk.dtype, shape, chunk.total_bytes)
+        self._begin(name, pending)
         self._allocated += chunk.total_bytes
         self._pending[name] = pending
-        self._tensors[name] = None
         return pending
 
-    @property
-    def incomplete(self) -> list[str]:
-        """Names of tensors that have started but not finished arriving."""
-        return list(self._pending)
-
-    def finish(self) -> dict[str, NDArray[Any]]:
-        """All completed tensors, in order of their first chunk.
-
-        :class:`CodecError` naming every tensor that is still missing bytes.
-        """
+    def _check_complete(self) -> None:
+        """:class:`CodecError` naming every tensor that is still missing bytes."""
         if self._pending:
             detail = ", ".join(
                 f"{name!r} ({p.received} of {p.total_bytes} bytes)"
                 for name, p in self._pending.items()
             )
             raise CodecError(f"incomplete tensors: {detail}")
+
+    @property
+    def incomplete(self) -> list[str]:
+        """Names of tensors that have started but not finished arriving."""
+        return list(self._pending)
+
+    # -- storage -----------------------------------------------------------------
+
+    def _begin(self, name: str, pending: PendingTensor) -> None:
+        raise NotImplementedError
+
+    def _write(self, name: str, pending: PendingTensor, start: int, data: memoryview) -> None:
+        raise NotImplementedError
+
+    def _complete(self, name: str, pending: PendingTensor) -> None:
+        raise NotImplementedError
+
+
+class TensorAssembler(TensorReceiver):
+    """Rebuilds tensors from chunks arriving in any order, one copy per byte.
+
+    Each tensor gets one ``np.empty(total_bytes, uint8)`` buffer when its first
+    chunk arrives; every chunk is copied straight into it, and the finished
+    tensor is a view of that buffer with the right dtype and shape.
+
+    ``expected`` (name -> (dtype name, shape)) refuses unknown names and wrong
+    dtypes or shapes at the first chunk, before any buffer is allocated; use it
+    whenever the receiver knows the model (e.g. the aggregator). ``max_bytes``
+    bounds the total size of all buffers. Every inconsistency raises
+    :class:`CodecError`. Tensors that never sent a chunk are not an error here:
+    compare the result with the reference (see :mod:`fx.tensors.checks`).
+    """
+
+    def __init__(
+        self,
+        expected: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
+        *,
+        max_bytes: int | None = None,
+    ) -> None:
+        super().__init__(expected, max_bytes=max_bytes)
+        self._buffers: dict[str, NDArray[np.uint8]] = {}
+        # Every name seen, in order of its first chunk; None until complete.
+        self._tensors: dict[str, NDArray[Any] | None] = {}
+
+    def feed(self, chunk: Chunk) -> tuple[str, NDArray[Any]] | None:
+        """Place ``chunk``; return ``(name, tensor)`` if it completed its tensor."""
+        if not self._place(chunk):
+            return None
+        tensor = self._tensors[chunk.name]
+        assert tensor is not None
+        return chunk.name, tensor
+
+    def finish(self) -> dict[str, NDArray[Any]]:
+        """All completed tensors, in order of their first chunk.
+
+        :class:`CodecError` naming every tensor that is still missing bytes.
+        """
+        self._check_complete()
         return {name: tensor for name, tensor in self._tensors.items() if tensor is not None}
+
+    def _begin(self, name: str, pending: PendingTensor) -> None:
+        self._buffers[name] = np.empty(pending.total_bytes, dtype=np.uint8)
+        self._tensors[name] = None
+
+    def _write(self, name: str, pending: PendingTensor, start: int, data: memoryview) -> None:
+        self._buffers[name].data[start : start + data.nbytes] = data
+
+    def _complete(self, name: str, pending: PendingTensor) -> None:
+        buffer = self._buffers.pop(name)
+        self._tensors[name] = buffer.view(dtype_from_name(pending.dtype)).reshape(pending.shape)

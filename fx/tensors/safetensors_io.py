@@ -28,7 +28,7 @@ from fx.tensors.codec import spec_of, tensor_bytes
 from fx.tensors.dtypes import dtype_from_name
 from fx.tensors.errors import CodecError
 
-__all__ = ["load_metadata", "load_tensors", "save_tensors"]
+__all__ = ["link_file", "load_metadata", "load_tensors", "save_tensors"]
 
 # fx dtype name <-> safetensors dtype code.
 _CODES: dict[str, str] = {
@@ -77,6 +77,31 @@ def save_tensors(
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def link_file(source: Path, target: Path) -> bool:
+    """Make ``target`` another name for the (durably written) file ``source``, atomically.
+
+    A hard link, made under a temporary name and renamed over ``target``, then the
+    directory fsynced: ``target`` holds the old file or the new one, and
+    replacing ``source`` later leaves it alone. For storing one model under two
+    names without writing it twice. False (nothing changed) where the
+    filesystem has no hard links.
+    """
+    source, target = Path(source), Path(target)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.link")
+    try:
+        temporary.unlink(missing_ok=True)
+        os.link(source, temporary)
+    except OSError:
+        return False
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return True
 
 
 def load_tensors(path: Path) -> dict[str, NDArray[Any]]:

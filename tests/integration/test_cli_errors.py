@@ -151,8 +151,17 @@ def test_aggregator_binds_only_the_plan_address(workspace: Path, tmp_path: Path)
 def test_help_does_not_import_heavy_frameworks() -> None:
     code = (
         "import sys; from fx.cli.main import app; "
-        "heavy = [m for m in ('torch', 'grpc', 'sklearn', 'cryptography') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'grpc', 'sklearn', 'safetensors') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_missing_data_directory_names_data_yaml(workspace: Path, tmp_path: Path) -> None:
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(workspace, site, ignore=shutil.ignore_patterns("data"))
+    result = fx("collaborator", "start", "--name", "site-1", cwd=site)
+    _assert_clean_failure(result, ExitCode.PLAN, "plan/data.yaml", "data.site-1", "not a directory")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -21,8 +20,6 @@ from fx.pki.names import subject
 from fx.pki.roles import Role
 from fx.pki.workspace import require_aggregator_credentials, require_collaborator_credentials
 from fx.workspace.paths import WorkspacePaths
-from tests.conftest import free_port
-from tests.integration.fxproc import finish, fx_start
 from tests.integration.test_pki_tls import (
     client_context,
     handshake,
@@ -114,49 +111,6 @@ def test_csr_sign_import_then_handshake(
     ok(fx_pki("revoke", "site-a", "--reason", "key-compromise", "-w", ca.root))
     assert revocation_list.is_revoked(serial)
     assert "revoked" in ok(fx_pki("list", "-w", ca.root))
-
-
-def test_a_site_joins_a_federation_through_csr_sign_import(tmp_path: Path) -> None:
-    """Two workspaces, as two parties have them: the owner's (CA + aggregator) and a
-    site's (made from `fx workspace export`). Only the CSR, the bundle and the archive
-    cross between them; the site's key never leaves its workspace."""
-    from fx.cli.main import main
-
-    owner, site, wire = tmp_path / "owner", tmp_path / "site", tmp_path / "wire"
-    wire.mkdir()
-    create = ["workspace", "create", "--prefix", str(owner), "-t", "numpy_logreg_digits"]
-    settings = ["--collaborators", "1", "--rounds", "1", "--agg-port", str(free_port())]
-    assert main([*create, *settings]) == 0
-    ca = WorkspacePaths(owner)
-    ok(fx_pki("certify", "--aggregator-only", "-w", owner))
-    archive = wire / "fed.fx.tar.gz"
-    assert main(["workspace", "export", "--output", str(archive), "-w", str(owner)]) == 0
-    assert main(["workspace", "import", str(archive), "--prefix", str(site)]) == 0
-    site_paths = WorkspacePaths(site)
-
-    csr, fingerprint = request(site_paths, wire, "site-1")
-    bundle, root_fingerprint = sign(ca, csr, fingerprint)
-    ok(fx_pki("import", bundle, "--root-fingerprint", root_fingerprint, "-w", site))
-    assert not ca.collaborator_key("site-1").exists() and not site_paths.ca_dir.exists()
-    # A site brings its own data; here, the shard the template made for site-1.
-    shutil.copytree(ca.data / "site-1", site_paths.data / "site-1")
-
-    aggregator = fx_start("aggregator", "start", cwd=owner, log=tmp_path / "aggregator.out")
-    try:
-        collaborator = fx_start(
-            "collaborator", "start", "--name", "site-1", cwd=site, log=tmp_path / "site-1.out"
-        )
-        code, output = finish(collaborator, tmp_path / "site-1.out", timeout=60)
-        assert code == 0, output
-        assert "site-1: joined federation" in output and "federation finished" in output
-        code, output = finish(aggregator, tmp_path / "aggregator.out", timeout=30)
-        assert code == 0, output
-    finally:
-        if aggregator.poll() is None:
-            aggregator.kill()
-    assert "final" in output and "1/1 reported" in output
-    sources = {json.loads(line)["source"] for line in ca.metrics.read_text().splitlines() if line}
-    assert sources == {"aggregator", "site-1"}
 
 
 def test_sign_asks_for_confirmation(sites: tuple[WorkspacePaths, WorkspacePaths, Path]) -> None:

@@ -261,9 +261,13 @@ def test_round_signal_waits_only_while_live() -> None:
     assert not signal.wait_for_work(after_round=-1, timeout=0.05)  # live, nothing announced
     threading.Timer(0.05, signal.announce, (0,)).start()
     assert signal.wait_for_work(after_round=-1, timeout=5)
-    assert not signal.wait_for_work(after_round=0, timeout=0.05)
+    seen = signal.generation
+    assert not signal.wait_for_work(after_round=0, after_generation=seen, timeout=0.05)
+    # A round announced again (an aggregator resumed mid-round) is news too.
+    signal.announce(0)
+    assert signal.wait_for_work(after_round=0, after_generation=seen, timeout=5)
     signal.finish()
-    assert signal.wait_for_work(after_round=7, timeout=5)
+    assert signal.wait_for_work(after_round=7, after_generation=signal.generation, timeout=5)
 
 
 class _RecordingAPI:

@@ -142,7 +142,8 @@ def test_dead_and_slow_webhooks_never_hold_up_the_caller(black_hole: str) -> Non
     assert [d.json()["body"]["round"] for d in delivered] == list(range(8))
     stats = notifier.stats
     assert stats[dead].delivered == stats[black_hole].delivered == 0
-    # 8 queued per webhook (queue_size), the other 12 dropped at once with a warning.
+    # Past the 8-event queue, events were dropped at once (with a warning); what was
+    # still queued when close() gave up is counted as dropped too.
     assert stats[dead].dropped >= 12 and stats[black_hole].dropped >= 12
 
 

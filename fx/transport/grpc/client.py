@@ -26,7 +26,7 @@ from fx.transport.api import (
     TaskAssignment,
     TaskReport,
 )
-from fx.transport.grpc import converters, metadata
+from fx.transport.grpc import converters, metadata, wire
 from fx.transport.grpc.credentials import channel_credentials, channel_options
 from fx.transport.grpc.protos import aggregator_pb2 as pb
 
@@ -148,14 +148,15 @@ class GrpcAggregatorClient:
             request_serializer=pb.GetTasksRequest.SerializeToString,
             response_deserializer=pb.GetTasksResponse.FromString,
         )
+        # Model chunks travel as raw bytes, framed by fx/transport/grpc/wire.py (no payload copy).
         self._get_model = self._channel.unary_stream(
             metadata.method_path(metadata.GET_MODEL),
             request_serializer=pb.GetModelRequest.SerializeToString,
-            response_deserializer=pb.ModelChunk.FromString,
+            response_deserializer=None,
         )
         self._send_results = self._channel.stream_unary(
             metadata.method_path(metadata.SEND_LOCAL_TASK_RESULTS),
-            request_serializer=pb.TaskResultPart.SerializeToString,
+            request_serializer=None,
             response_deserializer=pb.SendResultsResponse.FromString,
         )
 
@@ -167,12 +168,12 @@ class GrpcAggregatorClient:
         self._get_aggregated_tensor = self._channel.unary_stream(
             metadata.method_path(metadata.GET_AGGREGATED_TENSOR),
             request_serializer=pb.GetAggregatedTensorRequest.SerializeToString,
-            response_deserializer=pb.ModelChunk.FromString,
+            response_deserializer=None,
         )
         self._get_trained_model = self._channel.unary_stream(
             metadata.method_path(metadata.GET_TRAINED_MODEL),
             request_serializer=pb.GetTrainedModelRequest.SerializeToString,
-            response_deserializer=pb.ModelChunk.FromString,
+            response_deserializer=None,
         )
         self._get_metric_stream = self._channel.unary_stream(
             metadata.method_path(metadata.GET_METRIC_STREAM),
@@ -241,8 +242,8 @@ class GrpcAggregatorClient:
                 metadata=self._metadata,
                 timeout=self._settings.call_timeout_s,
             )
-            for message in stream:
-                assembler.feed(converters.chunk_from_proto(message.chunk))
+            for raw in stream:
+                assembler.feed(wire.model_chunk_from_wire(raw)[2])
             return assembler.finish()
 
         return self._retrying("download the model", download)
@@ -317,26 +318,27 @@ class GrpcAggregatorClient:
     def _download(self, call: Any, request: Any) -> tuple[str, dict[str, np.ndarray]]:
         assembler = TensorAssembler()
         model_uuid = ""
-        for message in call(
-            request, metadata=self._metadata, timeout=self._settings.call_timeout_s
-        ):
-            model_uuid = message.model_uuid
-            assembler.feed(converters.chunk_from_proto(message.chunk))
+        for raw in call(request, metadata=self._metadata, timeout=self._settings.call_timeout_s):
+            _, model_uuid, chunk = wire.model_chunk_from_wire(raw)
+            assembler.feed(chunk)
         return model_uuid, assembler.finish()
 
     # -- internals -----------------------------------------------------------------
 
-    def _result_parts(self, report: TaskReport) -> Iterator[pb.TaskResultPart]:
-        yield pb.TaskResultPart(
+    def _result_parts(self, report: TaskReport) -> Iterator[bytes]:
+        """Serialized TaskResultParts: the header, then one part per chunk."""
+        header = pb.TaskResultPart(
             round=report.round,
             task=report.task,
             sample_count=report.sample_count,
             metrics=[pb.Metric(name=k, value=v) for k, v in report.metrics.items()],
             has_tensors=report.tensors is not None,
         )
+        yield wire.result_part_to_wire(header)
         if report.tensors is not None:
+            empty = pb.TaskResultPart()
             for chunk in iter_chunks(report.tensors, self._settings.chunk_bytes):
-                yield pb.TaskResultPart(chunk=converters.chunk_to_proto(chunk))
+                yield wire.result_part_to_wire(empty, chunk)
 
     def _final_error(self, exc: grpc.RpcError) -> BaseException | None:
         """The error to raise for a failed call, or None when retrying may help.
@@ -380,7 +382,7 @@ class GrpcAggregatorClient:
         if failure is ConnectFailure.HANDSHAKE_CLOSED_BY_AGGREGATOR:
             return AggregatorUnreachable(
                 f"could not {action}: the aggregator at {target} is reachable but closed the "
-                f"TLS handshake, for {waited} ({last})",
+                f"TLS handshake (retried for {waited}; {last})",
                 hint="it refused this collaborator's certificate: likely one from another CA, "
                 "expired, or not a collaborator certificate; check it with "
                 f"`fx pki show {self._settings.name}` (the aggregator's logs/aggregator.log "

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent import futures
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -19,9 +20,10 @@ from fx.errors import NetworkError
 from fx.metrics import MetricRecord
 from fx.notify.bus import Broadcast
 from fx.notify.events import Event
-from fx.tensors.codec import CodecError, TensorAssembler, iter_chunks, spec_of
+from fx.tensors.codec import Chunk, CodecError, iter_chunks, spec_of
+from fx.tensors.staging import UpdateStager
 from fx.transport.api import RoundClosedError, TaskReport
-from fx.transport.grpc import converters, metadata
+from fx.transport.grpc import converters, metadata, wire
 from fx.transport.grpc.credentials import server_options
 from fx.transport.grpc.interceptor import AdmissionInterceptor
 from fx.transport.grpc.protos import aggregator_pb2 as pb
@@ -35,36 +37,63 @@ MAX_LONG_POLL_S = 60.0
 
 
 class EncodedModelCache:
-    """The serialized download stream of the current global model, built once per version.
+    """The serialized download stream of the current global model, encoded once per version.
 
-    Every collaborator downloading the same round is served the same bytes:
-    the model is encoded once, not once per collaborator.
+    Every collaborator downloading the same version is served the same bytes:
+    the model is encoded once, not once per collaborator. The stream is encoded
+    as the first reader needs it, so the first download starts sending at once
+    instead of after the whole model is encoded. Only the current version is kept.
     """
 
     def __init__(self, chunk_bytes: int) -> None:
         self._chunk_bytes = chunk_bytes
         self._lock = threading.Lock()
-        self._uuid: str | None = None
-        self._messages: list[bytes] = []
+        self._stream: _EncodedStream | None = None
         self.encodings = 0  # how many times a model was encoded (tests assert on it)
 
-    def messages(self, model: GlobalModel, round: int) -> list[bytes]:
+    def messages(self, model: GlobalModel, round: int) -> Iterator[bytes]:
+        """The serialized ``ModelChunk`` messages of ``model``, tagged with ``round``."""
         with self._lock:
-            if self._uuid != model.uuid:
-                self._messages = [
-                    pb.ModelChunk(
-                        round=round, model_uuid=model.uuid, chunk=converters.chunk_to_proto(chunk)
-                    ).SerializeToString()
-                    for chunk in iter_chunks(model.tensors, self._chunk_bytes)
-                ]
-                self._uuid = model.uuid
+            stream = self._stream
+            if stream is None or stream.model_uuid != model.uuid:
+                stream = self._stream = _EncodedStream(model, round, self._chunk_bytes)
                 self.encodings += 1
-            return self._messages
+        return iter(stream)
+
+
+class _EncodedStream:
+    """One model version's download messages, each encoded once, when first needed."""
+
+    def __init__(self, model: GlobalModel, round: int, chunk_bytes: int) -> None:
+        self.model_uuid = model.uuid
+        self._round = round
+        self._lock = threading.Lock()
+        self._messages: list[bytes] = []
+        self._chunks: Iterator[Chunk] | None = iter_chunks(model.tensors, chunk_bytes)
+
+    def __iter__(self) -> Iterator[bytes]:
+        index = 0
+        while True:
+            with self._lock:
+                if index == len(self._messages):
+                    chunk = None if self._chunks is None else next(self._chunks, None)
+                    if chunk is None:
+                        self._chunks = None  # complete: let go of the model's tensors
+                        return
+                    self._messages.append(
+                        wire.model_chunk_to_wire(
+                            chunk, round=self._round, model_uuid=self.model_uuid
+                        )
+                    )
+                message = self._messages[index]
+            yield message
+            index += 1
 
 
 class AggregatorServicer:
     """``events`` and ``metrics`` feed the Subscribe and GetMetricStream streams;
-    without them those calls answer UNIMPLEMENTED."""
+    without them those calls answer UNIMPLEMENTED. Uploads are staged in anonymous
+    files in ``staging_dir`` (default: the system's temporary directory)."""
 
     def __init__(
         self,
@@ -73,11 +102,13 @@ class AggregatorServicer:
         chunk_bytes: int,
         events: Broadcast[Event] | None = None,
         metrics: Broadcast[MetricRecord] | None = None,
+        staging_dir: Path | None = None,
     ) -> None:
         self._aggregator = aggregator
         self._chunk_bytes = chunk_bytes
         self._events = events
         self._metrics = metrics
+        self._staging_dir = staging_dir
         self.model_cache = EncodedModelCache(chunk_bytes)
 
     @staticmethod
@@ -97,33 +128,51 @@ class AggregatorServicer:
             model = self._aggregator.global_model(request.round)
         except RoundClosedError as exc:
             context.abort(grpc.StatusCode.ABORTED, str(exc))
+        log.info(
+            "serving model v%d for round %d to %s",
+            model.version,
+            request.round,
+            self._sender(context),
+        )
         yield from self.model_cache.messages(model, request.round)
 
-    def send_local_task_results(self, parts: Iterator[Any], context: grpc.ServicerContext) -> Any:
+    def send_local_task_results(self, parts: Iterator[bytes], context: grpc.ServicerContext) -> Any:
         sender = self._sender(context)
-        first = next(parts, None)
-        if first is None:
+        raw = next(parts, None)
+        if raw is None:
             return pb.SendResultsResponse(accepted=False, reason="empty upload")
+        try:
+            first, chunk = wire.result_part_from_wire(raw)
+        except CodecError as exc:
+            return pb.SendResultsResponse(accepted=False, reason=str(exc))
+        # Weights go to a file as they arrive, never into memory: see fx/tensors/staging.py.
         reference = self._aggregator.global_model().tensors
-        assembler = TensorAssembler(
-            expected={name: spec_of(array) for name, array in reference.items()}
+        stager = UpdateStager(
+            {name: spec_of(array) for name, array in reference.items()},
+            directory=self._staging_dir,
         )
         try:
-            for part in _chain(first, parts):
-                if part.HasField("chunk"):
-                    assembler.feed(converters.chunk_from_proto(part.chunk))
-            tensors = assembler.finish() if first.has_tensors else None
-        except CodecError as exc:
-            log.warning("rejected %s from %s: %s", first.task, sender, exc)
-            return pb.SendResultsResponse(accepted=False, reason=str(exc))
-        report = TaskReport(
-            round=first.round,
-            task=first.task,
-            sample_count=first.sample_count,
-            metrics={metric.name: metric.value for metric in first.metrics},
-            tensors=tensors,
-        )
-        ack = self._aggregator.submit(sender, report)
+            try:
+                if chunk is not None:
+                    stager.feed(chunk)
+                for raw in parts:
+                    _, chunk = wire.result_part_from_wire(raw)
+                    if chunk is not None:
+                        stager.feed(chunk)
+                tensors = stager.finish() if first.has_tensors else None
+            except CodecError as exc:
+                log.warning("rejected %s from %s: %s", first.task, sender, exc)
+                return pb.SendResultsResponse(accepted=False, reason=str(exc))
+            report = TaskReport(
+                round=first.round,
+                task=first.task,
+                sample_count=first.sample_count,
+                metrics={metric.name: metric.value for metric in first.metrics},
+                tensors=tensors,
+            )
+            ack = self._aggregator.submit(sender, report)
+        finally:
+            stager.discard()
         return pb.SendResultsResponse(
             accepted=ack.accepted, reason=ack.reason, duplicate=ack.duplicate
         )
@@ -171,9 +220,7 @@ class AggregatorServicer:
 
     def _encode(self, model: GlobalModel, tensors: Mapping[str, Any]) -> Iterator[bytes]:
         for chunk in iter_chunks(tensors, self._chunk_bytes):
-            yield pb.ModelChunk(
-                round=model.version, model_uuid=model.uuid, chunk=converters.chunk_to_proto(chunk)
-            ).SerializeToString()
+            yield wire.model_chunk_to_wire(chunk, round=model.version, model_uuid=model.uuid)
 
     @staticmethod
     def _follow(
@@ -223,9 +270,10 @@ class AggregatorServicer:
                     request_deserializer=pb.HeartbeatRequest.FromString,
                     response_serializer=pb.HeartbeatResponse.SerializeToString,
                 ),
+                # Parts are parsed by the handler (fx/transport/grpc/wire.py): no payload copy.
                 metadata.SEND_LOCAL_TASK_RESULTS: grpc.stream_unary_rpc_method_handler(
                     self.send_local_task_results,
-                    request_deserializer=pb.TaskResultPart.FromString,
+                    request_deserializer=None,
                     response_serializer=pb.SendResultsResponse.SerializeToString,
                 ),
                 # Already-serialized ModelChunk bytes, like GetModel.
@@ -256,11 +304,6 @@ class AggregatorServicer:
                 ),
             },
         )
-
-
-def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from rest
 
 
 @contextlib.contextmanager
