@@ -126,6 +126,8 @@ class Summary:
     agg_rss_mb: float
     col_rss_mb: float
     base_rss_mb: float
+    floor_server_rss_mb: float
+    load: float
 
     def line(self) -> str:
         fields = {
@@ -141,7 +143,9 @@ class Summary:
             "col_rss_mb": f"{self.col_rss_mb:.0f}",
             "base_rss_mb": f"{self.base_rss_mb:.0f}",
             "agg_model_x": f"{(self.agg_rss_mb - self.base_rss_mb) / self.size_mb:.2f}",
+            "floor_server_rss_mb": f"{self.floor_server_rss_mb:.0f}",
             "setup_s": f"{self.setup_s:.2f}",
+            "load": f"{self.load:.1f}",
         }
         return "summary " + " ".join(f"{k}={v}" for k, v in fields.items())
 
@@ -199,7 +203,10 @@ def create_workspace(parent: Path, *, size_mb: float, n: int, rounds: int) -> tu
     (workspace / "src" / "synthetic_runner.py").write_text(SYNTHETIC_RUNNER)
     plan_path = workspace / "plan" / "plan.yaml"
     plan = yaml.safe_load(plan_path.read_text())
-    plan["model"] = {"runner": "src.synthetic_runner:SyntheticRunner", "settings": {"size_mb": size_mb}}
+    plan["model"] = {
+        "runner": "src.synthetic_runner:SyntheticRunner",
+        "settings": {"size_mb": size_mb},
+    }
     plan["aggregator"] |= {"linger_s": 2, "round_deadline_s": 600, "liveness_timeout_s": 60}
     plan["collaborator"] |= {"connect_timeout_s": 60}
     plan_path.write_text(yaml.safe_dump(plan, sort_keys=False))
@@ -242,9 +249,7 @@ def _round_timeline(log_text: str) -> tuple[list[float], list[float]]:
     return durations, gaps
 
 
-def run_federation(
-    workspace: Path, n: int, *, rounds: int, timeout_s: float
-) -> FederationResult:
+def run_federation(workspace: Path, n: int, *, rounds: int, timeout_s: float) -> FederationResult:
     logs = workspace / "bench-logs"
     logs.mkdir()
     deadline = time.monotonic() + timeout_s
@@ -261,7 +266,9 @@ def run_federation(
 
     aggregator = start("aggregator", "start", log="aggregator.out")
     names = [f"site-{i + 1}" for i in range(n)]
-    collaborators = [start("collaborator", "start", "--name", name, log=f"{name}.out") for name in names]
+    collaborators = [
+        start("collaborator", "start", "--name", name, log=f"{name}.out") for name in names
+    ]
     try:
         col_rss = []
         for name, process in zip(names, collaborators, strict=True):
@@ -302,8 +309,9 @@ def _chunks(size: int, chunk_bytes: int) -> list[bytes]:
 
 
 def _floor_server(
-    cert: dict[str, str], size: int, chunk_bytes: int, port: Any, stop: Any
+    cert: dict[str, str], size: int, chunk_bytes: int, port: Any, stop: Any, peak_rss: Any
 ) -> None:
+    import resource
     from concurrent import futures
 
     import grpc
@@ -337,6 +345,7 @@ def _floor_server(
     server.start()
     stop.wait()
     server.stop(grace=1.0).wait()
+    peak_rss.value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _floor_client(
@@ -381,7 +390,13 @@ def _averaging_pass_s(size: int, n: int) -> float:
     return min(times)
 
 
-def measure_floor(workspace: Path, *, size: int, n: int, chunk_bytes: int, repeats: int) -> float:
+@dataclass(frozen=True)
+class Floor:
+    seconds: float  # median transfer time + one averaging pass
+    server_rss_mb: float  # peak RSS of the bare server (it holds one encoded model)
+
+
+def measure_floor(workspace: Path, *, size: int, n: int, chunk_bytes: int, repeats: int) -> Floor:
     ctx = mp.get_context("spawn")
     certs = workspace / "cert"
     server_cert = {
@@ -390,8 +405,11 @@ def measure_floor(workspace: Path, *, size: int, n: int, chunk_bytes: int, repea
         "chain": str(certs / "cert_chain.pem"),
     }
     port = ctx.Value("i", 0)
+    peak_rss = ctx.Value("d", 0.0)
     stop = ctx.Event()
-    server = ctx.Process(target=_floor_server, args=(server_cert, size, chunk_bytes, port, stop))
+    server = ctx.Process(
+        target=_floor_server, args=(server_cert, size, chunk_bytes, port, stop, peak_rss)
+    )
     server.start()
     while port.value == 0:
         if not server.is_alive():
@@ -425,7 +443,7 @@ def measure_floor(workspace: Path, *, size: int, n: int, chunk_bytes: int, repea
             client.join(timeout=30)
         stop.set()
         server.join(timeout=30)
-    return statistics.median(times) + _averaging_pass_s(size, n)
+    return Floor(statistics.median(times) + _averaging_pass_s(size, n), peak_rss.value)
 
 
 def interpreter_rss_mb() -> float:
@@ -451,9 +469,12 @@ def bench(size_mb: float, n: int, rounds: int, base_rss_mb: float, keep: Path | 
             parent.mkdir(parents=True, exist_ok=False)
         workspace, setup_s = create_workspace(parent, size_mb=size_mb, n=n, rounds=rounds)
         size = int(size_mb * MIB) // 4 * 4
-        federation = run_federation(workspace, n, rounds=rounds, timeout_s=120 + rounds * n * size_mb / 5)
-        floor_s = measure_floor(
-            workspace, size=size, n=n, chunk_bytes=4 * MIB, repeats=max(3, min(rounds, 5))
+        load = os.getloadavg()[0]
+        federation = run_federation(
+            workspace, n, rounds=rounds, timeout_s=120 + rounds * n * size_mb / 5
+        )
+        floor = measure_floor(
+            workspace, size=size, n=n, chunk_bytes=4 * MIB, repeats=max(5, rounds)
         )
     detail = {
         "round_times_s": [round(t, 3) for t in federation.round_times],
@@ -466,17 +487,21 @@ def bench(size_mb: float, n: int, rounds: int, base_rss_mb: float, keep: Path | 
         rounds=rounds,
         setup_s=setup_s,
         round_s=statistics.median(federation.round_times),
-        floor_s=floor_s,
+        floor_s=floor.seconds,
         first_download_ms=statistics.median(federation.first_download_ms or [float("nan")]),
         agg_rss_mb=federation.agg_rss_mb,
         col_rss_mb=federation.col_rss_mb,
         base_rss_mb=base_rss_mb,
+        floor_server_rss_mb=floor.server_rss_mb,
+        load=load,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=float, nargs="+", default=[100.0], help="model sizes (MiB)")
+    parser.add_argument(
+        "--size-mb", type=float, nargs="+", default=[100.0], help="model sizes (MiB)"
+    )
     parser.add_argument("--collaborators", "-n", type=int, nargs="+", default=[2], help="Ns")
     parser.add_argument("--rounds", type=int, default=5, help="training rounds per run (>= 3)")
     parser.add_argument(

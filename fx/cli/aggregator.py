@@ -49,16 +49,18 @@ def start(
     from fx.metrics import MetricRecord, MetricsLog
     from fx.notify.bus import Broadcast
     from fx.notify.events import Event, FanOut
-    from fx.notify.webhooks import Webhook, WebhookNotifier
+    from fx.notify.webhooks import WebhookNotifier
     from fx.pki.crl import RevocationList
     from fx.pki.workspace import require_aggregator_credentials
     from fx.plan.loader import load_collaborator_names, load_plan
-    from fx.plan.notifications import webhook_secret
+    from fx.plan.notifications import plan_webhooks
+    from fx.process import limit_malloc_arenas
     from fx.tensors.safetensors_io import load_tensors, save_tensors
     from fx.transport.grpc.core_log import capture_core_log
     from fx.transport.grpc.credentials import server_credentials
     from fx.transport.grpc.server import AggregatorServicer, run_server
 
+    limit_malloc_arenas()  # before gRPC starts its threads: see fx/process.py
     paths = workspace_paths(workspace)
     plan = load_plan(paths)
     collaborators = load_collaborator_names(paths)
@@ -127,12 +129,7 @@ def start(
     # Lifecycle events go to Subscribe streams and webhooks; metric records to GetMetricStream.
     event_stream: Broadcast[Event] = Broadcast()
     metric_stream: Broadcast[MetricRecord] = Broadcast()
-    webhooks = WebhookNotifier(
-        [
-            Webhook(hook.url, webhook_secret(hook, paths.plan))
-            for hook in plan.notifications.webhooks
-        ]
-    )
+    webhooks = WebhookNotifier(plan_webhooks(plan, paths.plan))
     aggregator = Aggregator(
         plan=plan,
         collaborators=collaborators,
@@ -145,6 +142,7 @@ def start(
         checkpoints=checkpoints,
         resume=resume,
     )
+    del initial  # the aggregator owns the model now: keep no second reference to it
     admission = Admission(
         collaborators=collaborators,
         federation_id=plan.federation_id,

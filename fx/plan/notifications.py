@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from fx.errors import PlanError
-from fx.plan.model import NotificationSettings, WebhookSettings
+from fx.notify.webhooks import Webhook
+from fx.plan.model import NotificationSettings, Plan, WebhookSettings
 
 
 def notification_settings(document: Mapping[str, Any], path: Path) -> NotificationSettings:
@@ -39,3 +40,19 @@ def webhook_secret(
             hint=f"export {hook.secret_env}=... before `fx aggregator start`",
         )
     return value
+
+
+def plan_webhooks(
+    plan: Plan, path: Path, environ: Mapping[str, str] | None = None
+) -> list[Webhook]:
+    """The plan's webhooks, secrets resolved, ready for a WebhookNotifier (PlanError if not)."""
+    webhooks = []
+    for index, hook in enumerate(plan.notifications.webhooks):
+        try:
+            webhooks.append(Webhook(hook.url, webhook_secret(hook, path, environ)))
+        except ValueError as exc:
+            raise PlanError(
+                f"{path}: notifications.webhooks[{index}].url: {exc}",
+                hint="use http(s)://host[:port]/path",
+            ) from None
+    return webhooks

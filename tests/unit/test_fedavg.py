@@ -254,3 +254,26 @@ def test_bfloat16_accumulates_above_its_own_precision() -> None:
     result = run_fedavg(updates, [1] * 5)["b"]
     assert result.dtype == np.dtype(ml_dtypes.bfloat16)
     assert float(result[0]) == 52.0
+
+
+def test_take_result_equals_result_and_reuses_the_float_accumulators() -> None:
+    """What the aggregator calls when a round closes: the same values as result(),
+    float32/float64 means built in the accumulators' memory, the state then spent."""
+    rng = np.random.default_rng(11)
+    updates = [{name: random_tensor(name, (33, 17), rng) for name in DTYPE_NAMES} for _ in WEIGHTS]
+    fedavg = FedAvg()
+    fedavg.reset(updates[0])
+    for update, weight in zip(updates, WEIGHTS, strict=True):
+        fedavg.add(update, weight)
+    expected = fedavg.result()
+    slots = fedavg._slots
+    assert slots is not None
+    accumulators = {name: slots[name].acc for name in ("float32", "float64")}
+    taken = fedavg.take_result()
+    for name in DTYPE_NAMES:
+        assert taken[name].dtype == expected[name].dtype
+        assert taken[name].tobytes() == expected[name].tobytes(), name
+    for name, acc in accumulators.items():
+        assert taken[name] is acc
+    with pytest.raises(RuntimeError, match="reset"):
+        fedavg.add(updates[0], 1)

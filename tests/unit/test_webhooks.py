@@ -21,7 +21,7 @@ from fx.errors import PlanError
 from fx.notify.events import Event, training_start, update_round_start
 from fx.notify.webhooks import DeliveryPolicy, Webhook, WebhookNotifier, sign, verify
 from fx.plan.loader import load_plan
-from fx.plan.notifications import webhook_secret
+from fx.plan.notifications import plan_webhooks, webhook_secret
 from fx.workspace.create import NetworkChoice, create_workspace
 from fx.workspace.paths import WorkspacePaths
 from fx.workspace.templates import get_template
@@ -200,6 +200,18 @@ def test_plan_lists_webhooks_without_changing_the_federation_id(tmp_path: Path) 
     assert webhook_secret(third, Path("plan.yaml"), {}) is None
     with pytest.raises(PlanError, match=r"\$FX_HOOK_SECRET, which is not set"):
         webhook_secret(second, Path("plan.yaml"), {})
+    hooks_ready = plan_webhooks(plan, Path("plan.yaml"), {"FX_HOOK_SECRET": "env!"})
+    assert [(hook.url, hook.secret) for hook in hooks_ready] == [
+        ("http://127.0.0.1:8080/fx", "s3cret"),
+        ("https://hooks.example.org/fx", "env!"),
+        ("http://127.0.0.1:9090/open", None),
+    ]
+
+
+def test_a_url_without_a_host_is_a_plan_error(tmp_path: Path) -> None:
+    plan = load_plan(_workspace(tmp_path, {"webhooks": [{"url": "http://:8080/x"}]}))
+    with pytest.raises(PlanError, match=r"notifications.webhooks\[0\].url"):
+        plan_webhooks(plan, Path("plan.yaml"), {})
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent import futures
@@ -34,6 +35,14 @@ T = TypeVar("T")
 
 # A long-poll never holds a request longer than this, whatever the client asks.
 MAX_LONG_POLL_S = 60.0
+
+# Model downloads streamed at once, by default. Serving them is CPU-bound (TLS) on a
+# LAN: more streams than cores add no throughput, only gRPC buffers (tens of MB per
+# stream, measured: docs/performance.md), and the first collaborators served start
+# training sooner. The others wait for a slot, at most DOWNLOAD_SLOT_WAIT_S each, then
+# are served anyway: a stalled collaborator holding a slot delays the rest, never blocks them.
+DEFAULT_DOWNLOAD_SLOTS = max(2, os.cpu_count() or 2)
+DOWNLOAD_SLOT_WAIT_S = 5.0
 
 
 class EncodedModelCache:
@@ -93,7 +102,8 @@ class _EncodedStream:
 class AggregatorServicer:
     """``events`` and ``metrics`` feed the Subscribe and GetMetricStream streams;
     without them those calls answer UNIMPLEMENTED. Uploads are staged in anonymous
-    files in ``staging_dir`` (default: the system's temporary directory)."""
+    files in ``staging_dir`` (default: the system's temporary directory). At most
+    ``download_slots`` model downloads stream at once (None: no limit)."""
 
     def __init__(
         self,
@@ -103,12 +113,16 @@ class AggregatorServicer:
         events: Broadcast[Event] | None = None,
         metrics: Broadcast[MetricRecord] | None = None,
         staging_dir: Path | None = None,
+        download_slots: int | None = DEFAULT_DOWNLOAD_SLOTS,
     ) -> None:
         self._aggregator = aggregator
         self._chunk_bytes = chunk_bytes
         self._events = events
         self._metrics = metrics
         self._staging_dir = staging_dir
+        self._download_slots = (
+            None if download_slots is None else threading.Semaphore(download_slots)
+        )
         self.model_cache = EncodedModelCache(chunk_bytes)
 
     @staticmethod
@@ -128,13 +142,19 @@ class AggregatorServicer:
             model = self._aggregator.global_model(request.round)
         except RoundClosedError as exc:
             context.abort(grpc.StatusCode.ABORTED, str(exc))
-        log.info(
-            "serving model v%d for round %d to %s",
-            model.version,
-            request.round,
-            self._sender(context),
-        )
-        yield from self.model_cache.messages(model, request.round)
+        slots = self._download_slots
+        slot = slots.acquire(timeout=DOWNLOAD_SLOT_WAIT_S) if slots is not None else False
+        try:
+            log.info(
+                "serving model v%d for round %d to %s",
+                model.version,
+                request.round,
+                self._sender(context),
+            )
+            yield from self.model_cache.messages(model, request.round)
+        finally:
+            if slots is not None and slot:
+                slots.release()
 
     def send_local_task_results(self, parts: Iterator[bytes], context: grpc.ServicerContext) -> Any:
         sender = self._sender(context)

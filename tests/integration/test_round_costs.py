@@ -1,0 +1,174 @@
+"""What a round costs the aggregator, over real gRPC and mutual TLS on 127.0.0.1:
+memory that does not grow with the number of collaborators uploading at once, and
+one encoding of the global model per round however many collaborators download it.
+(Functional checks; the timings are benchmarks/round_bench.py's job.)"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from fx.collaborator.core import Collaborator
+from fx.collaborator.runner import build_runner
+from fx.pki.workspace import certify_workspace, require_collaborator_credentials
+from fx.plan.loader import load_data_path, load_plan
+from fx.tensors.codec import iter_chunks
+from fx.transport.grpc import metadata, wire
+from fx.transport.grpc.credentials import channel_credentials, channel_options
+from fx.transport.grpc.protos import aggregator_pb2 as pb
+from fx.workspace.create import NetworkChoice, create_workspace
+from fx.workspace.paths import WorkspacePaths
+from fx.workspace.templates import get_template
+from tests.conftest import free_port
+from tests.integration.served import Served, serve
+
+pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
+CHUNK = 256 << 10
+
+
+def _workspace(root: Path, n: int, *, rounds: int = 1) -> WorkspacePaths:
+    names = [f"site-{i + 1}" for i in range(n)]
+    paths = create_workspace(
+        get_template("numpy_logreg_digits"),
+        root,
+        collaborators=names,
+        network=NetworkChoice("localhost", free_port()),
+        rounds=rounds,
+    )
+    certify_workspace(paths, aggregator_hosts=["localhost"], collaborators=names)
+    return paths
+
+
+def _upload_held_halfway(
+    served: Served, name: str, update: dict[str, NDArray[Any]], halfway: threading.Barrier
+) -> pb.SendResultsResponse:
+    """Upload ``update`` as ``name``'s train result, pausing after half of its chunks
+    until every other upload is halfway too: all of them are in flight at once."""
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{served.port}",
+        channel_credentials(*require_collaborator_credentials(served.paths, name)),
+        options=channel_options(CHUNK, 30),
+    )
+    send = channel.stream_unary(
+        metadata.method_path(metadata.SEND_LOCAL_TASK_RESULTS),
+        request_serializer=None,
+        response_deserializer=pb.SendResultsResponse.FromString,
+    )
+    chunks = list(iter_chunks(update, CHUNK))
+
+    def parts() -> Iterator[bytes]:
+        header = pb.TaskResultPart(round=0, task="train", sample_count=10, has_tensors=True)
+        yield wire.result_part_to_wire(header)
+        for index, chunk in enumerate(chunks):
+            if index == len(chunks) // 2:
+                halfway.wait(timeout=60)
+            yield wire.result_part_to_wire(pb.TaskResultPart(), chunk)
+
+    header = metadata.RequestHeader(
+        name, metadata.AGGREGATOR_IDENTITY, served.aggregator.plan.federation_id
+    )
+    try:
+        response: pb.SendResultsResponse = send(parts(), metadata=header.as_metadata(), timeout=60)
+        return response
+    finally:
+        channel.close()
+
+
+def _peak_while_uploading(tmp_path: Path, n: int, model: dict[str, NDArray[Any]]) -> int:
+    """Peak traced memory (bytes) above the idle aggregator while ``n`` collaborators upload
+    ``model`` at once. The uploads all send the same (read-only) arrays, so what grows
+    with ``n`` is what the aggregator holds per upload."""
+    paths = _workspace(tmp_path / f"n{n}", n)
+    with serve(paths, model=model, chunk_bytes=CHUNK) as served:
+        halfway = threading.Barrier(n)
+        acks: list[pb.SendResultsResponse] = []
+        uploads = [
+            threading.Thread(
+                target=lambda name=name: acks.append(
+                    _upload_held_halfway(served, name, model, halfway)
+                )
+            )
+            for name in served.aggregator.collaborators
+        ]
+        tracemalloc.start()
+        try:
+            idle = tracemalloc.get_traced_memory()[0]
+            for upload in uploads:
+                upload.start()
+            for upload in uploads:
+                upload.join(60)
+            peak = tracemalloc.get_traced_memory()[1] - idle
+        finally:
+            tracemalloc.stop()
+        assert len(acks) == n and all(ack.accepted for ack in acks), acks
+        assert all(tasks == ["train"] for tasks in served.aggregator.reported().values())
+    return peak
+
+
+def test_aggregator_memory_does_not_grow_with_concurrent_uploads(tmp_path: Path) -> None:
+    model = {"a": np.ones(4 * MiB, np.float32), "b": np.full(4 * MiB, 2.0, np.float32)}
+    size = sum(array.nbytes for array in model.values())  # 32 MiB
+    two, eight = (_peak_while_uploading(tmp_path, n, model) for n in (2, 8))
+    # Buffering each upload until it is complete would hold 6 more half-models (96 MiB)
+    # at the barrier; staged on disk and folded from there, only the chunks in flight
+    # grow with the number of uploads (about 1 MiB each here).
+    assert eight - two < size // 2, (two / MiB, eight / MiB)
+
+
+def test_each_round_model_is_encoded_once_for_every_collaborator(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fx.transport.grpc.server")
+    paths = _workspace(tmp_path / "ws", 3, rounds=2)
+    plan = load_plan(paths)
+    with serve(paths, chunk_bytes=CHUNK) as served:
+        errors: list[BaseException] = []
+
+        def work(name: str) -> None:
+            client = served.client(name)
+            try:
+                runner = build_runner(
+                    paths.root,
+                    plan.model.runner,
+                    data_dir=load_data_path(paths, name),
+                    settings=plan.model.settings,
+                    collaborator=name,
+                )
+                Collaborator(name=name, api=client, runner=runner, plan=plan, poll_wait_s=5).run()
+            except BaseException as exc:  # surfaced in the test thread
+                errors.append(exc)
+            finally:
+                client.close()
+
+        threads = [
+            threading.Thread(target=work, args=(name,)) for name in served.aggregator.collaborators
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        assert served.aggregator.done
+    # Two training rounds and the final validate pass: three models, each downloaded
+    # by all three collaborators and encoded once.
+    downloads = [
+        re.search(r"for round (\d+) to (site-\d)", record.getMessage())
+        for record in caplog.records
+        if record.getMessage().startswith("serving model")
+    ]
+    assert sorted((int(d[1]), d[2]) for d in downloads if d) == [
+        (round_, f"site-{i}") for round_ in range(3) for i in (1, 2, 3)
+    ]
+    assert served.servicer.model_cache.encodings == 3
