@@ -94,6 +94,8 @@ class SyntheticRunner:
         return self.weights  # no copy: the collaborator only reads them
 
     def set_weights(self, weights):
+        # Keeps the downloaded arrays (the least work; a runner that copies them into
+        # its own instead lets the client receive the next model into this memory).
         self.weights = dict(weights)
 
     def train(self, settings):
@@ -502,7 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size-mb", type=float, nargs="+", default=[100.0], help="model sizes (MiB)"
     )
-    parser.add_argument("--collaborators", "-n", type=int, nargs="+", default=[2], help="Ns")
+    parser.add_argument(
+        "--collaborators", "-n", type=int, nargs="+", default=[2], help="numbers of collaborators"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="training rounds per run (>= 3)")
     parser.add_argument(
         "--quick", action="store_true", help="1 and 25 MiB, N=2, 3 rounds (a smoke run)"
@@ -514,12 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 3:
         parser.error("--rounds must be at least 3 (round 0 and the final pass are not timed)")
     base = interpreter_rss_mb()
-    summaries = []
     for size_mb in args.size_mb:
         for n in args.collaborators:
-            summary = bench(size_mb, n, args.rounds, base, args.keep)
-            print(summary.line(), flush=True)
-            summaries.append(summary)
+            print(bench(size_mb, n, args.rounds, base, args.keep).line(), flush=True)
     return 0
 
 

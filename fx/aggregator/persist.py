@@ -58,6 +58,8 @@ class Persister:
                     if self.error is None:
                         self.error = exc
             finally:
+                # Let go of what the job holds (models) now, not when the next one comes.
+                job = None
                 with self._condition:
                     self.pending -= 1
                     self._condition.notify_all()

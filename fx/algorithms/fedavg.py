@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,13 +51,15 @@ class _Slot:
         # Largest possible |acc| so far (integers only), as an exact Python int.
         self.bound = 0
         self.reference: NDArray[Any] | None = None
+        # Float and integer accumulators are overwritten by the first update (np.empty
+        # reserves address space only), and may be swapped for recycled memory then.
         if is_float(spec.dtype):
             self.kind = "float"
             acc_dtype = np.float64 if spec.dtype == "float64" else np.float32
-            self.acc: NDArray[Any] = np.zeros(spec.shape, dtype=acc_dtype)
+            self.acc: NDArray[Any] = np.empty(spec.shape, dtype=acc_dtype)
         elif is_integer(spec.dtype):
             self.kind = "int"
-            self.acc = np.zeros(spec.shape, dtype=np.int64)
+            self.acc = np.empty(spec.shape, dtype=np.int64)
         else:
             self.kind = "bool"
             # Weight voting True; a tie keeps the reference, so keep a copy of it.
@@ -79,6 +82,11 @@ class FedAvg:
         self._total_int_weight = 0
         self._has_exact = False
         self._scratch: dict[np.dtype[Any], NDArray[Any]] = {}
+        # take_result() hands out accumulators as the new model; the model handed out the
+        # time before is retired by then and, once nobody holds it, becomes an accumulator
+        # again: rounds reuse two buffers instead of allocating (and faulting in) a model.
+        self._handed_out: dict[str, NDArray[Any]] = {}
+        self._spares: dict[str, NDArray[Any]] = {}
 
     @property
     def count(self) -> int:
@@ -130,6 +138,8 @@ class FedAvg:
             raise ValueError(f"total weight would exceed {_INT64_MAX}")
 
         first = self._count == 0
+        if first:
+            self._recycle_spares(slots)
         for name, slot in slots.items():
             array = update[name]
             if slot.kind == "float":
@@ -169,7 +179,28 @@ class FedAvg:
             else:
                 means[name] = self._mean(slot)
         self._slots = None
+        self._spares, self._handed_out = self._handed_out, {
+            name: slot.acc for name, slot in slots.items() if means[name] is slot.acc
+        }
         return means
+
+    def _recycle_spares(self, slots: Mapping[str, _Slot]) -> None:
+        """Accumulate into the model handed out two rounds ago where nothing else holds it.
+
+        A reference count of 2 (the local name and getrefcount's argument) means no
+        dict, view, memoryview or thread anywhere still refers to the array.
+        """
+        spares, self._spares = self._spares, {}
+        for name, slot in slots.items():
+            spare = spares.pop(name, None)
+            if (
+                spare is not None
+                and slot.kind != "bool"
+                and spare.shape == slot.acc.shape
+                and spare.dtype == slot.acc.dtype
+                and sys.getrefcount(spare) == 2
+            ):
+                slot.acc = spare
 
     def _mean(self, slot: _Slot) -> NDArray[Any]:
         out = np.empty(slot.spec.shape, dtype=dtype_from_name(slot.spec.dtype))

@@ -79,11 +79,12 @@ def find_update_problems(
 def non_finite_count(array: NDArray[Any]) -> tuple[int, int]:
     """(number of NaN, number of +-Inf) values in a float array."""
     # Fast path, one read and no temporary: a sum is finite only if every term
-    # is. A float64 sum of float32/16 values cannot overflow; if it does not come
-    # out finite (a real NaN/Inf, or float64 values near the overflow limit),
-    # count exactly, block by block.
+    # is. float32 and float64 are summed as they are (no conversion pass: this runs
+    # on every byte of every upload), 16-bit floats in float32, where they cannot
+    # overflow. If the sum does not come out finite (a real NaN/Inf, or huge finite
+    # values whose sum overflows), count exactly, block by block.
     with np.errstate(over="ignore", invalid="ignore"):
-        total = np.sum(array, dtype=np.float64)
+        total = np.sum(array, dtype=np.float32 if array.dtype.itemsize < 4 else array.dtype)
     if np.isfinite(total):
         return 0, 0
     flat = array.reshape(-1)

@@ -278,16 +278,19 @@ class TensorReceiver:
 class TensorAssembler(TensorReceiver):
     """Rebuilds tensors from chunks arriving in any order, one copy per byte.
 
-    Each tensor gets one ``np.empty(total_bytes, uint8)`` buffer when its first
-    chunk arrives; every chunk is copied straight into it, and the finished
-    tensor is a view of that buffer with the right dtype and shape.
+    Each tensor gets its array (``np.empty`` of its dtype and shape) when its
+    first chunk arrives; every chunk is copied straight into that array's bytes,
+    and the finished tensor is the array itself (it owns its memory).
 
     ``expected`` (name -> (dtype name, shape)) refuses unknown names and wrong
     dtypes or shapes at the first chunk, before any buffer is allocated; use it
     whenever the receiver knows the model (e.g. the aggregator). ``max_bytes``
-    bounds the total size of all buffers. Every inconsistency raises
-    :class:`CodecError`. Tensors that never sent a chunk are not an error here:
-    compare the result with the reference (see :mod:`fx.tensors.checks`).
+    bounds the total size of all buffers. ``reuse`` (name -> array) gives up
+    arrays the caller no longer needs (the previous download): a tensor of the
+    same dtype and shape is received into that memory instead of new memory,
+    which would have to be faulted in and zeroed first. Every inconsistency
+    raises :class:`CodecError`. Tensors that never sent a chunk are not an
+    error here: compare the result with the reference (see :mod:`fx.tensors.checks`).
     """
 
     def __init__(
@@ -295,11 +298,14 @@ class TensorAssembler(TensorReceiver):
         expected: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
         *,
         max_bytes: int | None = None,
+        reuse: Mapping[str, NDArray[Any]] | None = None,
     ) -> None:
         super().__init__(expected, max_bytes=max_bytes)
-        self._buffers: dict[str, NDArray[np.uint8]] = {}
+        self._reuse = dict(reuse or {})
+        self._bytes: dict[str, memoryview] = {}  # each pending tensor's bytes, writable
         # Every name seen, in order of its first chunk; None until complete.
         self._tensors: dict[str, NDArray[Any] | None] = {}
+        self._arrays: dict[str, NDArray[Any]] = {}
 
     def feed(self, chunk: Chunk) -> tuple[str, NDArray[Any]] | None:
         """Place ``chunk``; return ``(name, tensor)`` if it completed its tensor."""
@@ -318,12 +324,23 @@ class TensorAssembler(TensorReceiver):
         return {name: tensor for name, tensor in self._tensors.items() if tensor is not None}
 
     def _begin(self, name: str, pending: PendingTensor) -> None:
-        self._buffers[name] = np.empty(pending.total_bytes, dtype=np.uint8)
+        dtype = dtype_from_name(pending.dtype)
+        array = self._reuse.pop(name, None)
+        if not (
+            array is not None
+            and array.dtype == dtype
+            and array.shape == pending.shape
+            and array.flags.c_contiguous
+            and array.flags.writeable
+        ):
+            array = np.empty(pending.shape, dtype=dtype)
+        self._arrays[name] = array
+        self._bytes[name] = array.reshape(-1).view(np.uint8).data
         self._tensors[name] = None
 
     def _write(self, name: str, pending: PendingTensor, start: int, data: memoryview) -> None:
-        self._buffers[name].data[start : start + data.nbytes] = data
+        self._bytes[name][start : start + data.nbytes] = data
 
     def _complete(self, name: str, pending: PendingTensor) -> None:
-        buffer = self._buffers.pop(name)
-        self._tensors[name] = buffer.view(dtype_from_name(pending.dtype)).reshape(pending.shape)
+        del self._bytes[name]
+        self._tensors[name] = self._arrays.pop(name)

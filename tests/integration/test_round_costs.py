@@ -9,6 +9,7 @@ import logging
 import re
 import threading
 import tracemalloc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,21 @@ def test_each_round_model_is_encoded_once_for_every_collaborator(
         (round_, f"site-{i}") for round_ in range(3) for i in (1, 2, 3)
     ]
     assert served.servicer.model_cache.encodings == 3
+
+
+def test_a_download_reuses_the_memory_of_the_previous_one_once_released(tmp_path: Path) -> None:
+    model = {"w": np.arange(1000, dtype=np.float32), "n": np.array(3, np.int64)}
+    with serve(_workspace(tmp_path / "ws", 2), model=model, chunk_bytes=CHUNK) as served:
+        client = served.client("site-1")
+        try:
+            kept = client.get_model(0)
+            again = client.get_model(0)  # the first is still held: new memory
+            assert all(again[name] is not kept[name] for name in model)
+            arrays = {name: weakref.ref(array) for name, array in again.items()}
+            del again  # released, as by a runner that copied the weights into its own
+            third = client.get_model(0)
+            assert all(third[name] is arrays[name]() for name in model)
+            for name, array in model.items():
+                np.testing.assert_array_equal(third[name], array)
+        finally:
+            client.close()

@@ -146,14 +146,26 @@ def test_assembler_writes_into_one_preallocated_buffer() -> None:
         completed = assembler.feed(chunk) or completed
     assert completed is not None
     _, tensor = completed
-    # The tensor is a view of a single uint8 buffer of exactly its size that the
-    # assembler allocated: no join of chunk bytes, no copy at the end.
-    base = tensor.base
-    assert isinstance(base, np.ndarray)
-    assert base.dtype == np.uint8 and base.ndim == 1 and base.nbytes == array.nbytes
-    assert base.flags.owndata
+    # The tensor is the one array of exactly its size that the assembler allocated
+    # when the first chunk came: no join of chunk bytes, no copy at the end.
+    assert tensor.base is None and tensor.flags.owndata
+    assert tensor.dtype == array.dtype and tensor.nbytes == array.nbytes
     assert assembler.finish()["w"] is tensor
     np.testing.assert_array_equal(tensor, array)
+
+
+def test_assembler_receives_into_memory_the_caller_gives_up() -> None:
+    previous = {"w": np.zeros((100, 100), np.float32), "b": np.zeros(3, np.float64)}
+    kept = previous["w"]
+    model = {"w": np.arange(10_000, dtype=np.float32).reshape(100, 100), "b": np.ones(3, np.int8)}
+    assembler = TensorAssembler(reuse=previous)
+    for chunk in iter_chunks(model, chunk_bytes=1024):
+        assembler.feed(chunk)
+    received = assembler.finish()
+    assert received["w"] is kept  # same dtype and shape: its memory is reused
+    assert received["b"].dtype == np.int8  # different dtype: new memory
+    for name, tensor in model.items():
+        np.testing.assert_array_equal(received[name], tensor)
 
 
 def test_feed_returns_each_tensor_when_its_last_chunk_arrives() -> None:

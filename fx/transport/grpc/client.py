@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -192,6 +193,7 @@ class GrpcAggregatorClient:
         )
         self._stopping = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
+        self._last_download: dict[str, np.ndarray] = {}
 
     def start_heartbeat(self) -> None:
         """Tell the aggregator every ``heartbeat_s`` that we are alive (also while training)."""
@@ -236,7 +238,7 @@ class GrpcAggregatorClient:
 
     def get_model(self, round: int) -> dict[str, np.ndarray]:
         def download() -> dict[str, np.ndarray]:
-            assembler = TensorAssembler()
+            assembler = TensorAssembler(reuse=self._released_download())
             stream = self._get_model(
                 pb.GetModelRequest(round=round),
                 metadata=self._metadata,
@@ -244,9 +246,25 @@ class GrpcAggregatorClient:
             )
             for raw in stream:
                 assembler.feed(wire.model_chunk_from_wire(raw)[2])
-            return assembler.finish()
+            model = assembler.finish()
+            self._last_download = dict(model)
+            return model
 
         return self._retrying("download the model", download)
+
+    def _released_download(self) -> dict[str, np.ndarray]:
+        """The arrays of the previous download that nothing holds any more: a runner that
+        copied the weights into its own (as frameworks do) released them, and the next
+        download is received into that memory instead of new memory."""
+        previous, self._last_download = self._last_download, {}
+        released = {}
+        while previous:
+            name, array = previous.popitem()
+            # 2: this name and getrefcount's argument. The assembler's arrays own their
+            # memory, so every view of one refers to it and is counted here.
+            if sys.getrefcount(array) == 2:
+                released[name] = array
+        return released
 
     def send_results(self, report: TaskReport) -> SubmitAck:
         message = self._retrying(
