@@ -336,16 +336,29 @@ class Aggregator:
         while self._persister.pending > at_most:
             self._cond.wait()
 
-    def _refusal(self, collaborator: str, report: TaskReport) -> SubmitAck | None:
-        if self._done or report.round != self._round.number:
+    def screen(self, collaborator: str, round: int, task: str) -> SubmitAck | None:
+        """What submit would answer from the header alone: a closed round, a task not
+        assigned, a duplicate. Lets the transport refuse before receiving any weights."""
+        self._require_member(collaborator)
+        with self._cond:
+            return self._header_refusal(collaborator, round, task)
+
+    def _header_refusal(self, collaborator: str, round: int, task: str) -> SubmitAck | None:
+        if self._done or round != self._round.number:
             return SubmitAck(
-                False, f"round {report.round} is closed; the current round is {self._round.number}"
+                False, f"round {round} is closed; the current round is {self._round.number}"
             )
-        task = next((t for t in self._round.tasks if t.name == report.task), None)
-        if task is None:
-            return SubmitAck(False, f"task {report.task!r} is not assigned in round {report.round}")
-        if report.task in self._round.reported.get(collaborator, set()):
+        if not any(t.name == task for t in self._round.tasks):
+            return SubmitAck(False, f"task {task!r} is not assigned in round {round}")
+        if task in self._round.reported.get(collaborator, set()):
             return SubmitAck(True, "already received", duplicate=True)
+        return None
+
+    def _refusal(self, collaborator: str, report: TaskReport) -> SubmitAck | None:
+        refusal = self._header_refusal(collaborator, report.round, report.task)
+        if refusal is not None:
+            return refusal
+        task = next(t for t in self._round.tasks if t.name == report.task)
         if report.sample_count <= 0:
             return SubmitAck(False, f"sample_count must be positive, got {report.sample_count}")
         bad_metrics = [name for name, value in report.metrics.items() if not math.isfinite(value)]

@@ -107,6 +107,7 @@ def start(
         initial = load_tensors(paths.init_model)
     else:
         initial = build_initial_weights(paths.root, plan.model.runner, plan.model.settings)
+        paths.save.mkdir(parents=True, exist_ok=True)
         save_tensors(paths.init_model, initial)
 
     rounds = plan.aggregator.rounds_to_train

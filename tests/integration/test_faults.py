@@ -37,7 +37,7 @@ class SlowRunner(SoftmaxRegression):
 '''
 
 
-def _workspace(tmp_path: Path, *, train_delay_s: float) -> Path:
+def _workspace(tmp_path: Path, *, train_delay_s: float, rounds: int = ROUNDS) -> Path:
     """A numpy-template federation whose training takes ``train_delay_s`` per round."""
     created = fx(
         "workspace",
@@ -47,7 +47,7 @@ def _workspace(tmp_path: Path, *, train_delay_s: float) -> Path:
         "--prefix",
         "fed",
         "--rounds",
-        str(ROUNDS),
+        str(rounds),
         "--agg-port",
         str(free_port()),
         cwd=tmp_path,
@@ -226,3 +226,24 @@ def test_finished_federation_refuses_to_start_again_without_restart(tmp_path: Pa
     again = fx("aggregator", "start", cwd=workspace, timeout=30)
     assert again.returncode == 2
     assert "already finished" in again.stderr and "--restart" in again.stderr
+
+
+def test_slow_collaborator_is_not_declared_dead(tmp_path: Path) -> None:
+    """Local training longer than liveness_timeout_s (3 s): heartbeats keep it in every round."""
+    workspace = _workspace(tmp_path, train_delay_s=4.0, rounds=2)
+    aggregator = fx_start("aggregator", "start", cwd=workspace, log=tmp_path / "agg.log")
+    collaborators = _start_collaborators(workspace, tmp_path)
+    try:
+        for name, process in collaborators.items():
+            code, output = finish(process, tmp_path / f"{name}.log")
+            assert code == 0, output
+        code, output = finish(aggregator, tmp_path / "agg.log")
+        assert code == 0, output
+    finally:
+        for process in [aggregator, *collaborators.values()]:
+            if process.poll() is None:
+                process.kill()
+    assert "missing" not in output
+    rounds = _rounds_in_state_db(workspace)
+    assert [r[0] for r in rounds] == [0, 1, 2]
+    assert all(sorted(reporters) == ["site-1", "site-2"] for _, reporters, _ in rounds), rounds

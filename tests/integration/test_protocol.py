@@ -391,3 +391,19 @@ def test_a_subscriber_is_released_when_the_aggregator_stops(tmp_path: Path) -> N
     assert not thread.is_alive()
     assert [e.notification_type for e in events] == ["TRAINING_START", "UPDATE_ROUND_START"]
     client.close()
+
+
+def test_an_upload_for_a_closed_round_is_refused_from_its_header(tmp_path: Path) -> None:
+    """The refusal names the round, not the (bogus) weights: they were never received."""
+    with serve(certified_workspace(tmp_path / "ws")) as served:
+        client = served.client()
+        bogus = {"not-a-tensor-of-this-model": np.zeros(MiB, np.float32)}
+        ack = client.send_results(TaskReport(7, "train", 10, {}, bogus))
+        assert not ack.accepted
+        assert ack.reason == "round 7 is closed; the current round is 0"
+        unassigned = client.send_results(TaskReport(0, "no-such-task", 10, {}, bogus))
+        assert not unassigned.accepted and "not assigned" in unassigned.reason
+        # The same bogus weights for an open task are looked at, and refused for what they are.
+        looked_at = client.send_results(TaskReport(0, "train", 10, {}, bogus))
+        assert not looked_at.accepted and "not-a-tensor-of-this-model" in looked_at.reason
+        client.close()

@@ -165,6 +165,13 @@ class AggregatorServicer:
             first, chunk = wire.result_part_from_wire(raw)
         except CodecError as exc:
             return pb.SendResultsResponse(accepted=False, reason=str(exc))
+        early = self._aggregator.screen(sender, first.round, first.task)
+        if early is not None:  # no need to receive weights that would be refused or ignored
+            if not early.duplicate:
+                log.warning("rejected %s from %s: %s", first.task, sender, early.reason)
+            return pb.SendResultsResponse(
+                accepted=early.accepted, reason=early.reason, duplicate=early.duplicate
+            )
         # Weights go to a file as they arrive, never into memory: see fx/tensors/staging.py.
         reference = self._aggregator.global_model().tensors
         stager = UpdateStager(
