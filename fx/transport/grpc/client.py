@@ -29,6 +29,7 @@ from fx.transport.api import (
 )
 from fx.transport.grpc import converters, metadata, wire
 from fx.transport.grpc.credentials import channel_credentials, channel_options
+from fx.transport.grpc.methods import client_calls
 from fx.transport.grpc.protos import aggregator_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -139,58 +140,17 @@ class GrpcAggregatorClient:
         self._metadata = metadata.RequestHeader(
             settings.name, metadata.AGGREGATOR_IDENTITY, settings.federation_id
         ).as_metadata()
-        self._describe = self._channel.unary_unary(
-            metadata.method_path(metadata.GET_EXPERIMENT_DESCRIPTION),
-            request_serializer=pb.GetExperimentDescriptionRequest.SerializeToString,
-            response_deserializer=pb.ExperimentDescription.FromString,
-        )
-        self._get_tasks = self._channel.unary_unary(
-            metadata.method_path(metadata.GET_TASKS),
-            request_serializer=pb.GetTasksRequest.SerializeToString,
-            response_deserializer=pb.GetTasksResponse.FromString,
-        )
-        # Model chunks travel as raw bytes, framed by fx/transport/grpc/wire.py (no payload copy).
-        self._get_model = self._channel.unary_stream(
-            metadata.method_path(metadata.GET_MODEL),
-            request_serializer=pb.GetModelRequest.SerializeToString,
-            response_deserializer=None,
-        )
-        self._send_results = self._channel.stream_unary(
-            metadata.method_path(metadata.SEND_LOCAL_TASK_RESULTS),
-            request_serializer=None,
-            response_deserializer=pb.SendResultsResponse.FromString,
-        )
-
-        self._heartbeat = self._channel.unary_unary(
-            metadata.method_path(metadata.HEARTBEAT),
-            request_serializer=pb.HeartbeatRequest.SerializeToString,
-            response_deserializer=pb.HeartbeatResponse.FromString,
-        )
-        self._get_aggregated_tensor = self._channel.unary_stream(
-            metadata.method_path(metadata.GET_AGGREGATED_TENSOR),
-            request_serializer=pb.GetAggregatedTensorRequest.SerializeToString,
-            response_deserializer=None,
-        )
-        self._get_trained_model = self._channel.unary_stream(
-            metadata.method_path(metadata.GET_TRAINED_MODEL),
-            request_serializer=pb.GetTrainedModelRequest.SerializeToString,
-            response_deserializer=None,
-        )
-        self._get_metric_stream = self._channel.unary_stream(
-            metadata.method_path(metadata.GET_METRIC_STREAM),
-            request_serializer=pb.GetMetricStreamRequest.SerializeToString,
-            response_deserializer=pb.MetricRecord.FromString,
-        )
-        self._subscribe = self._channel.unary_stream(
-            metadata.method_path(metadata.SUBSCRIBE),
-            request_serializer=pb.SubscribeRequest.SerializeToString,
-            response_deserializer=pb.Event.FromString,
-        )
-        self._get_status = self._channel.unary_unary(
-            metadata.method_path(metadata.GET_STATUS),
-            request_serializer=pb.GetStatusRequest.SerializeToString,
-            response_deserializer=pb.FederationStatus.FromString,
-        )
+        calls = client_calls(self._channel)
+        self._describe = calls[metadata.GET_EXPERIMENT_DESCRIPTION]
+        self._get_tasks = calls[metadata.GET_TASKS]
+        self._get_model = calls[metadata.GET_MODEL]
+        self._send_results = calls[metadata.SEND_LOCAL_TASK_RESULTS]
+        self._heartbeat = calls[metadata.HEARTBEAT]
+        self._get_aggregated_tensor = calls[metadata.GET_AGGREGATED_TENSOR]
+        self._get_trained_model = calls[metadata.GET_TRAINED_MODEL]
+        self._get_metric_stream = calls[metadata.GET_METRIC_STREAM]
+        self._subscribe = calls[metadata.SUBSCRIBE]
+        self._get_status = calls[metadata.GET_STATUS]
         self._stopping = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self._last_download: dict[str, np.ndarray] = {}

@@ -27,6 +27,7 @@ from fx.transport.api import RoundClosedError, TaskReport
 from fx.transport.grpc import converters, metadata, wire
 from fx.transport.grpc.credentials import server_options
 from fx.transport.grpc.interceptor import AdmissionInterceptor
+from fx.transport.grpc.methods import generic_handler
 from fx.transport.grpc.protos import aggregator_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -273,63 +274,19 @@ class AggregatorServicer:
         return pb.HeartbeatResponse(round=self._aggregator.round)
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            metadata.SERVICE,
+        return generic_handler(
             {
-                metadata.GET_EXPERIMENT_DESCRIPTION: grpc.unary_unary_rpc_method_handler(
-                    self.get_experiment_description,
-                    request_deserializer=pb.GetExperimentDescriptionRequest.FromString,
-                    response_serializer=pb.ExperimentDescription.SerializeToString,
-                ),
-                metadata.GET_TASKS: grpc.unary_unary_rpc_method_handler(
-                    self.get_tasks,
-                    request_deserializer=pb.GetTasksRequest.FromString,
-                    response_serializer=pb.GetTasksResponse.SerializeToString,
-                ),
-                # Responses are already-serialized ModelChunk bytes from the cache.
-                metadata.GET_MODEL: grpc.unary_stream_rpc_method_handler(
-                    self.get_model,
-                    request_deserializer=pb.GetModelRequest.FromString,
-                    response_serializer=None,
-                ),
-                metadata.HEARTBEAT: grpc.unary_unary_rpc_method_handler(
-                    self.heartbeat,
-                    request_deserializer=pb.HeartbeatRequest.FromString,
-                    response_serializer=pb.HeartbeatResponse.SerializeToString,
-                ),
-                # Parts are parsed by the handler (fx/transport/grpc/wire.py): no payload copy.
-                metadata.SEND_LOCAL_TASK_RESULTS: grpc.stream_unary_rpc_method_handler(
-                    self.send_local_task_results,
-                    request_deserializer=None,
-                    response_serializer=pb.SendResultsResponse.SerializeToString,
-                ),
-                # Already-serialized ModelChunk bytes, like GetModel.
-                metadata.GET_AGGREGATED_TENSOR: grpc.unary_stream_rpc_method_handler(
-                    self.get_aggregated_tensor,
-                    request_deserializer=pb.GetAggregatedTensorRequest.FromString,
-                    response_serializer=None,
-                ),
-                metadata.GET_TRAINED_MODEL: grpc.unary_stream_rpc_method_handler(
-                    self.get_trained_model,
-                    request_deserializer=pb.GetTrainedModelRequest.FromString,
-                    response_serializer=None,
-                ),
-                metadata.GET_METRIC_STREAM: grpc.unary_stream_rpc_method_handler(
-                    self.get_metric_stream,
-                    request_deserializer=pb.GetMetricStreamRequest.FromString,
-                    response_serializer=pb.MetricRecord.SerializeToString,
-                ),
-                metadata.SUBSCRIBE: grpc.unary_stream_rpc_method_handler(
-                    self.subscribe,
-                    request_deserializer=pb.SubscribeRequest.FromString,
-                    response_serializer=pb.Event.SerializeToString,
-                ),
-                metadata.GET_STATUS: grpc.unary_unary_rpc_method_handler(
-                    self.get_status,
-                    request_deserializer=pb.GetStatusRequest.FromString,
-                    response_serializer=pb.FederationStatus.SerializeToString,
-                ),
-            },
+                metadata.GET_EXPERIMENT_DESCRIPTION: self.get_experiment_description,
+                metadata.GET_TASKS: self.get_tasks,
+                metadata.GET_MODEL: self.get_model,
+                metadata.HEARTBEAT: self.heartbeat,
+                metadata.SEND_LOCAL_TASK_RESULTS: self.send_local_task_results,
+                metadata.GET_AGGREGATED_TENSOR: self.get_aggregated_tensor,
+                metadata.GET_TRAINED_MODEL: self.get_trained_model,
+                metadata.GET_METRIC_STREAM: self.get_metric_stream,
+                metadata.SUBSCRIBE: self.subscribe,
+                metadata.GET_STATUS: self.get_status,
+            }
         )
 
 
