@@ -52,3 +52,18 @@ def wait_for(log: Path, pattern: str, timeout: float = 60) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{pattern!r} never appeared in {log}:\n{log.read_text()}")
+
+
+def finish_ok(process: subprocess.Popen[str], log: Path, timeout: float = 240) -> str:
+    """Wait for ``process`` and require exit code 0; returns its output."""
+    code, output = finish(process, log, timeout)
+    assert code == 0, output
+    return output
+
+
+def kill_survivors(*processes: subprocess.Popen[str]) -> None:
+    """Clean-up for a test that failed half-way: no process outlives it."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

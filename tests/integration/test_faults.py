@@ -18,7 +18,7 @@ import yaml
 
 from fx.tensors.safetensors_io import load_tensors
 from tests.conftest import free_port
-from tests.integration.fxproc import finish, fx, fx_start
+from tests.integration.fxproc import finish_ok, fx, fx_start, kill_survivors
 
 pytestmark = pytest.mark.integration
 
@@ -126,16 +126,10 @@ def test_killed_collaborator_restarts_and_rejoins_its_round(tmp_path: Path) -> N
             "collaborator", "start", "--name", "site-2", cwd=workspace, log=tmp_path / "site-2b.log"
         )
         for name, process in collaborators.items():
-            code, output = finish(
-                process, tmp_path / f"{name}{'b' if name == 'site-2' else ''}.log"
-            )
-            assert code == 0, output
-        code, output = finish(aggregator, agg_log)
-        assert code == 0, output
+            finish_ok(process, tmp_path / f"{name}{'b' if name == 'site-2' else ''}.log")
+        finish_ok(aggregator, agg_log)
     finally:
-        for process in [aggregator, *collaborators.values()]:
-            if process.poll() is None:
-                process.kill()
+        kill_survivors(aggregator, *collaborators.values())
     rejoined = (tmp_path / "site-2b.log").read_text()
     # It rejoined round 2 and was given only the work it had not done (validate was reported).
     assert re.search(r"round 2/4\s+train", rejoined), rejoined
@@ -153,14 +147,10 @@ def test_collaborator_that_never_returns_does_not_block_the_federation(tmp_path:
     try:
         _wait_for(agg_log, r"round 1/4")
         _kill9(collaborators["site-2"])
-        code, output = finish(collaborators["site-1"], tmp_path / "site-1.log")
-        assert code == 0, output
-        code, output = finish(aggregator, agg_log)
-        assert code == 0, output
+        output = finish_ok(collaborators["site-1"], tmp_path / "site-1.log")
+        output = finish_ok(aggregator, agg_log)
     finally:
-        for process in [aggregator, *collaborators.values()]:
-            if process.poll() is None:
-                process.kill()
+        kill_survivors(aggregator, *collaborators.values())
     assert "missing: site-2" in output
     rounds = _rounds_in_state_db(workspace)
     assert [r[0] for r in rounds] == list(range(ROUNDS + 1))
@@ -189,14 +179,10 @@ def test_aggregator_killed_twice_resumes_and_matches_an_uninterrupted_run(tmp_pa
         _kill9(aggregator)
         aggregator = fx_start("aggregator", "start", cwd=workspace, log=tmp_path / "agg3.log")
         for name, process in collaborators.items():
-            code, output = finish(process, tmp_path / f"{name}.log")
-            assert code == 0, output
-        code, output = finish(aggregator, tmp_path / "agg3.log")
-        assert code == 0, output
+            output = finish_ok(process, tmp_path / f"{name}.log")
+        output = finish_ok(aggregator, tmp_path / "agg3.log")
     finally:
-        for process in [aggregator, *collaborators.values()]:
-            if process.poll() is None:
-                process.kill()
+        kill_survivors(aggregator, *collaborators.values())
     assert "Resuming from checkpoint: round 3" in output
     rounds = _rounds_in_state_db(workspace)
     assert [r[0] for r in rounds] == list(range(ROUNDS + 1))
@@ -206,8 +192,8 @@ def test_aggregator_killed_twice_resumes_and_matches_an_uninterrupted_run(tmp_pa
     uninterrupted = _start_collaborators(reference, tmp_path, suffix="-ref")
     ref_aggregator = fx_start("aggregator", "start", cwd=reference, log=tmp_path / "agg-ref.log")
     for name, process in uninterrupted.items():
-        assert finish(process, tmp_path / f"{name}-ref.log")[0] == 0
-    assert finish(ref_aggregator, tmp_path / "agg-ref.log")[0] == 0
+        finish_ok(process, tmp_path / f"{name}-ref.log")
+    finish_ok(ref_aggregator, tmp_path / "agg-ref.log")
     resumed = load_tensors(workspace / "save" / "last.safetensors")
     expected = load_tensors(reference / "save" / "last.safetensors")
     assert resumed.keys() == expected.keys()
@@ -220,8 +206,8 @@ def test_finished_federation_refuses_to_start_again_without_restart(tmp_path: Pa
     aggregator = fx_start("aggregator", "start", cwd=workspace, log=tmp_path / "agg.log")
     collaborators = _start_collaborators(workspace, tmp_path)
     for name, process in collaborators.items():
-        assert finish(process, tmp_path / f"{name}.log")[0] == 0
-    assert finish(aggregator, tmp_path / "agg.log")[0] == 0
+        finish_ok(process, tmp_path / f"{name}.log")
+    finish_ok(aggregator, tmp_path / "agg.log")
 
     again = fx("aggregator", "start", cwd=workspace, timeout=30)
     assert again.returncode == 2
@@ -235,14 +221,10 @@ def test_slow_collaborator_is_not_declared_dead(tmp_path: Path) -> None:
     collaborators = _start_collaborators(workspace, tmp_path)
     try:
         for name, process in collaborators.items():
-            code, output = finish(process, tmp_path / f"{name}.log")
-            assert code == 0, output
-        code, output = finish(aggregator, tmp_path / "agg.log")
-        assert code == 0, output
+            output = finish_ok(process, tmp_path / f"{name}.log")
+        output = finish_ok(aggregator, tmp_path / "agg.log")
     finally:
-        for process in [aggregator, *collaborators.values()]:
-            if process.poll() is None:
-                process.kill()
+        kill_survivors(aggregator, *collaborators.values())
     assert "missing" not in output
     rounds = _rounds_in_state_db(workspace)
     assert [r[0] for r in rounds] == [0, 1, 2]
