@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from fx.tensors.checks import find_update_problems
 from fx.tensors.codec import TensorSpec, spec_of
 from fx.tensors.dtypes import dtype_from_name, is_float, is_integer
+from fx.tensors.staging import release_pages
 
 __all__ = ["FedAvg"]
 
@@ -39,6 +40,9 @@ __all__ = ["FedAvg"]
 # cost of numpy, small enough for the scratch block to stay in cache.
 _BLOCK = 1 << 16
 _INT64_MAX = int(np.iinfo(np.int64).max)
+# Elements folded between releases of a staged (memory-mapped) update's pages: the
+# mapped pages count in the aggregator's RSS until released (fx/tensors/staging.py).
+_RELEASE_BLOCKS = 16
 
 
 class _Slot:
@@ -179,9 +183,10 @@ class FedAvg:
             else:
                 means[name] = self._mean(slot)
         self._slots = None
-        self._spares, self._handed_out = self._handed_out, {
-            name: slot.acc for name, slot in slots.items() if means[name] is slot.acc
-        }
+        self._spares, self._handed_out = (
+            self._handed_out,
+            {name: slot.acc for name, slot in slots.items() if means[name] is slot.acc},
+        )
         return means
 
     def _recycle_spares(self, slots: Mapping[str, _Slot]) -> None:
@@ -229,17 +234,29 @@ class FedAvg:
         """``acc += weight * array`` (``acc = ...`` if ``first``), with no full-size temporary."""
         flat_acc = acc.reshape(-1)
         flat = array.reshape(-1)
-        if first:
+        mapped = isinstance(array, np.memmap)
+        if first and not mapped:
             np.multiply(flat, weight, out=flat_acc, dtype=acc.dtype)
+            return
+        if first:  # a staged update: in pieces, each released once read
+            step = _BLOCK * _RELEASE_BLOCKS
+            for start in range(0, flat.size, step):
+                stop = min(start + step, flat.size)
+                np.multiply(flat[start:stop], weight, out=flat_acc[start:stop], dtype=acc.dtype)
+                release_pages(array, start * array.itemsize, stop * array.itemsize)
             return
         scratch = self._scratch.get(acc.dtype)
         if scratch is None:
             scratch = self._scratch[acc.dtype] = np.empty(_BLOCK, dtype=acc.dtype)
+        released = 0
         for start in range(0, flat.size, _BLOCK):
             stop = min(start + _BLOCK, flat.size)
             part = scratch[: stop - start]
             np.multiply(flat[start:stop], weight, out=part, dtype=acc.dtype)
             np.add(flat_acc[start:stop], part, out=flat_acc[start:stop])
+            if mapped and (stop - released >= _BLOCK * _RELEASE_BLOCKS or stop == flat.size):
+                release_pages(array, released * array.itemsize, stop * array.itemsize)
+                released = stop
 
     def _check_weight(self, weight: float) -> int:
         """Validate ``weight``; its exact integer value (0 if no integer tensor needs one)."""

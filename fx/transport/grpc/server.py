@@ -44,6 +44,10 @@ MAX_LONG_POLL_S = 60.0
 # are served anyway: a stalled collaborator holding a slot delays the rest, never blocks them.
 DEFAULT_DOWNLOAD_SLOTS = max(2, os.cpu_count() or 2)
 DOWNLOAD_SLOT_WAIT_S = 5.0
+# Uploads received at once, by default, for the same reasons (receiving is CPU-bound too,
+# and each upload in flight holds gRPC buffers); waiting is bounded in the same way.
+DEFAULT_UPLOAD_SLOTS = DEFAULT_DOWNLOAD_SLOTS
+UPLOAD_SLOT_WAIT_S = DOWNLOAD_SLOT_WAIT_S
 
 
 class EncodedModelCache:
@@ -100,11 +104,26 @@ class _EncodedStream:
             index += 1
 
 
+@contextlib.contextmanager
+def _slot(slots: threading.Semaphore | None, wait_s: float) -> Iterator[None]:
+    """Hold one of ``slots`` (if any is free within ``wait_s``: go ahead regardless after)."""
+    taken = slots.acquire(timeout=wait_s) if slots is not None else False
+    try:
+        yield
+    finally:
+        if slots is not None and taken:
+            slots.release()
+
+
 class AggregatorServicer:
     """``events`` and ``metrics`` feed the Subscribe and GetMetricStream streams;
     without them those calls answer UNIMPLEMENTED. Uploads are staged in anonymous
     files in ``staging_dir`` (default: the system's temporary directory). At most
-    ``download_slots`` model downloads stream at once (None: no limit)."""
+    ``download_slots`` model downloads stream at once, and at most ``upload_slots``
+    uploads are received at once (None: no limit).
+
+    The global model's download stream is encoded once per version and the same
+    bytes are served to every collaborator (:class:`EncodedModelCache`)."""
 
     def __init__(
         self,
@@ -115,6 +134,7 @@ class AggregatorServicer:
         metrics: Broadcast[MetricRecord] | None = None,
         staging_dir: Path | None = None,
         download_slots: int | None = DEFAULT_DOWNLOAD_SLOTS,
+        upload_slots: int | None = DEFAULT_UPLOAD_SLOTS,
     ) -> None:
         self._aggregator = aggregator
         self._chunk_bytes = chunk_bytes
@@ -124,6 +144,7 @@ class AggregatorServicer:
         self._download_slots = (
             None if download_slots is None else threading.Semaphore(download_slots)
         )
+        self._upload_slots = None if upload_slots is None else threading.Semaphore(upload_slots)
         self.model_cache = EncodedModelCache(chunk_bytes)
 
     @staticmethod
@@ -143,9 +164,7 @@ class AggregatorServicer:
             model = self._aggregator.global_model(request.round)
         except RoundClosedError as exc:
             context.abort(grpc.StatusCode.ABORTED, str(exc))
-        slots = self._download_slots
-        slot = slots.acquire(timeout=DOWNLOAD_SLOT_WAIT_S) if slots is not None else False
-        try:
+        with _slot(self._download_slots, DOWNLOAD_SLOT_WAIT_S):
             log.info(
                 "serving model v%d for round %d to %s",
                 model.version,
@@ -153,11 +172,13 @@ class AggregatorServicer:
                 self._sender(context),
             )
             yield from self.model_cache.messages(model, request.round)
-        finally:
-            if slots is not None and slot:
-                slots.release()
 
     def send_local_task_results(self, parts: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        # A waiting upload is not read: gRPC buffers only what its flow control lets in.
+        with _slot(self._upload_slots, UPLOAD_SLOT_WAIT_S):
+            return self._receive_results(parts, context)
+
+    def _receive_results(self, parts: Iterator[bytes], context: grpc.ServicerContext) -> Any:
         sender = self._sender(context)
         raw = next(parts, None)
         if raw is None:
