@@ -221,8 +221,10 @@ def _text_stream(fd: int, *, like: TextIO) -> TextIO:
         binary,
         encoding=like.encoding,
         errors=like.errors or "backslashreplace",
+        # Whole lines in one write each: print() writes its text and its "\n" separately,
+        # and the pump writes to the same descriptor, so write-through could split a line.
         line_buffering=True,
-        write_through=True,
+        write_through=False,
     )
 
 
