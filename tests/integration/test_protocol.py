@@ -33,6 +33,7 @@ from fx.transport.grpc import metadata
 from fx.transport.grpc.client import GrpcAggregatorClient
 from fx.transport.grpc.credentials import channel_credentials
 from tests.integration.served import COLLABORATORS, Served, certified_workspace, serve
+from tests.samples import available_ram
 
 pytestmark = pytest.mark.integration
 
@@ -127,19 +128,8 @@ def test_a_tensor_far_over_the_grpc_message_cap_streams_both_ways(tmp_path: Path
         client.close()
 
 
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_available_ram() < 10 << 30, reason="needs 10 GiB of available RAM")
+@pytest.mark.skipif(available_ram() < 10 << 30, reason="needs 10 GiB of available RAM")
 def test_a_single_tensor_over_2_gib_downloads_over_grpc() -> None:
     """About 15 s and 7 GiB (the model, its encoded stream, the received copy), in a
     child process so that this one's memory stays small. The 3 GiB round trip,

@@ -22,18 +22,10 @@ from fx.tensors.codec import (
     spec_of,
 )
 from fx.tensors.dtypes import DTYPE_NAMES, dtype_from_name, dtype_name
+from tests.samples import available_ram
+from tests.samples import sample
 
 MiB = 1 << 20
-
-
-def sample(dtype: str, shape: tuple[int, ...], seed: int = 0) -> NDArray[Any]:
-    """Arbitrary bit patterns of ``dtype`` (NaN payloads included for floats)."""
-    np_dtype = dtype_from_name(dtype)
-    count = int(np.prod(shape)) * np_dtype.itemsize
-    raw = np.random.default_rng(seed).integers(0, 256, size=count, dtype=np.uint8)
-    if dtype == "bool":
-        raw &= 1
-    return raw.view(np_dtype).reshape(shape)
 
 
 def every_dtype_model() -> dict[str, NDArray[Any]]:
@@ -263,17 +255,6 @@ def test_max_bytes_bounds_what_the_assembler_allocates() -> None:
         assembler.feed(chunk(name="b"))
 
 
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def _rss_now() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -281,7 +262,7 @@ def _rss_now() -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for memory")
-@pytest.mark.skipif(_available_ram() < 8 << 30, reason="needs 8 GiB of available RAM")
+@pytest.mark.skipif(available_ram() < 8 << 30, reason="needs 8 GiB of available RAM")
 def test_tensor_over_2_gib_round_trips_with_at_most_two_copies() -> None:
     size = int(2.1 * (1 << 30))
     # A byte pattern with a period (251) that no chunk size divides, so a chunk

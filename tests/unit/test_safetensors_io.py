@@ -13,18 +13,10 @@ import torch
 from numpy.typing import NDArray
 from safetensors.torch import load_file, save_file
 
-from fx.tensors.dtypes import DTYPE_NAMES, dtype_from_name
+from fx.tensors.dtypes import DTYPE_NAMES
 from fx.tensors.errors import CodecError
 from fx.tensors.safetensors_io import load_metadata, load_tensors, save_tensors
-
-
-def sample(dtype: str, shape: tuple[int, ...], seed: int) -> NDArray[Any]:
-    np_dtype = dtype_from_name(dtype)
-    count = int(np.prod(shape)) * np_dtype.itemsize
-    raw = np.random.default_rng(seed).integers(0, 256, size=count, dtype=np.uint8)
-    if dtype == "bool":
-        raw &= 1
-    return raw.view(np_dtype).reshape(shape)
+from tests.samples import sample
 
 
 def every_dtype_model() -> dict[str, NDArray[Any]]:
