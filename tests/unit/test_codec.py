@@ -22,8 +22,7 @@ from fx.tensors.codec import (
     spec_of,
 )
 from fx.tensors.dtypes import DTYPE_NAMES, dtype_from_name, dtype_name
-from tests.samples import available_ram
-from tests.samples import sample
+from tests.samples import available_ram, sample
 
 MiB = 1 << 20
 
