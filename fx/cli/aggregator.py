@@ -226,14 +226,8 @@ def status(
     plan = load_plan(paths)
     names = load_collaborator_names(paths)
     identity = _status_identity(paths, names, name, tls=plan.network.tls)
-    settings = ClientSettings(
-        target=plan.network.target,
-        name=identity,
-        federation_id=plan.federation_id,
-        chunk_bytes=plan.network.chunk_bytes,
-        keepalive_s=plan.network.keepalive_s,
-        connect_timeout_s=timeout,
-        retry_max_backoff_s=1.0,
+    settings = ClientSettings.from_plan(
+        plan, identity, connect_timeout_s=timeout, retry_max_backoff_s=1.0
     )
     if plan.network.tls:
         from fx.pki.workspace import require_collaborator_credentials

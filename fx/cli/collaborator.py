@@ -58,15 +58,8 @@ def start(
         settings=plan.model.settings,
         collaborator=name,
     )
-    settings = ClientSettings(
-        target=plan.network.target,
-        name=name,
-        federation_id=plan.federation_id,
-        chunk_bytes=plan.network.chunk_bytes,
-        keepalive_s=plan.network.keepalive_s,
-        connect_timeout_s=connect_timeout or plan.collaborator.connect_timeout_s,
-        retry_max_backoff_s=plan.collaborator.retry_max_backoff_s,
-        heartbeat_s=plan.collaborator.heartbeat_s,
+    settings = ClientSettings.from_plan(
+        plan, name, connect_timeout_s=connect_timeout or plan.collaborator.connect_timeout_s
     )
     client = GrpcAggregatorClient(settings, tls=tls)
     # Lifecycle events from the aggregator wake the task loop the moment a round opens.

@@ -84,11 +84,16 @@ def load_collaborator_names(paths: WorkspacePaths) -> list[str]:
     return list(document["collaborators"])
 
 
-def load_data_paths(paths: WorkspacePaths) -> dict[str, Path]:
-    """Each collaborator's data directory, resolved against the workspace root."""
+def load_data_entries(paths: WorkspacePaths) -> dict[str, str]:
+    """data.yaml's entries as written (collaborator -> path, relative or absolute)."""
     document = read_yaml(paths.data_config)
     validate_document(document, "data", paths.data_config)
-    return {name: paths.root / value for name, value in document["data"].items()}
+    return dict(document["data"])
+
+
+def load_data_paths(paths: WorkspacePaths) -> dict[str, Path]:
+    """Each collaborator's data directory, resolved against the workspace root."""
+    return {name: paths.root / value for name, value in load_data_entries(paths).items()}
 
 
 def load_data_path(paths: WorkspacePaths, collaborator: str) -> Path:

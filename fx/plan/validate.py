@@ -27,8 +27,7 @@ from typing import TypeVar
 
 from fx.errors import PlanError
 from fx.pki.names import AGGREGATOR_NAME
-from fx.plan.documents import read_yaml, validate_document
-from fx.plan.loader import plan_from_document
+from fx.plan.loader import load_collaborator_names, load_data_entries, load_plan
 from fx.plan.model import Plan
 from fx.workspace.paths import WorkspacePaths
 
@@ -72,11 +71,9 @@ def find_problems(
     ``module:Class`` aggregation), for a machine without the template's framework.
     """
     problems: list[Problem] = []
-    plan = _load(
-        paths.plan, problems, lambda: plan_from_document(read_yaml(paths.plan), paths.plan)
-    )
-    collaborators = _load(paths.cols, problems, lambda: _collaborators(paths))
-    data = _load(paths.data_config, problems, lambda: _data(paths))
+    plan = _load(paths.plan, problems, lambda: load_plan(paths))
+    collaborators = _load(paths.cols, problems, lambda: load_collaborator_names(paths))
+    data = _load(paths.data_config, problems, lambda: load_data_entries(paths))
 
     if collaborators is not None:
         problems += _reserved_names(paths, collaborators)
@@ -112,18 +109,6 @@ def _load(file: Path, problems: list[Problem], load: Callable[[], T]) -> T | Non
     except PlanError as error:
         problems.append(Problem(file, error.message, error.hint))
         return None
-
-
-def _collaborators(paths: WorkspacePaths) -> list[str]:
-    document = read_yaml(paths.cols)
-    validate_document(document, "cols", paths.cols)
-    return list(document["collaborators"])
-
-
-def _data(paths: WorkspacePaths) -> dict[str, str]:
-    document = read_yaml(paths.data_config)
-    validate_document(document, "data", paths.data_config)
-    return dict(document["data"])
 
 
 def _reserved_names(paths: WorkspacePaths, collaborators: list[str]) -> list[Problem]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import random
@@ -18,6 +19,7 @@ import numpy as np
 from fx.errors import AggregatorUnreachable, NetworkError, RefusedError
 from fx.metrics import MetricRecord
 from fx.notify.events import Event
+from fx.plan.model import Plan
 from fx.tensors.codec import TensorAssembler, iter_chunks
 from fx.transport.api import (
     ExperimentDescription,
@@ -122,6 +124,22 @@ class ClientSettings:
     retry_max_backoff_s: float
     heartbeat_s: float = 5.0
     call_timeout_s: float = 600.0
+
+    @classmethod
+    def from_plan(cls, plan: Plan, name: str, **overrides: Any) -> ClientSettings:
+        """The settings the plan gives collaborator ``name``; ``overrides`` replace fields."""
+        network, collaborator = plan.network, plan.collaborator
+        settings = cls(
+            target=network.target,
+            name=name,
+            federation_id=plan.federation_id,
+            chunk_bytes=network.chunk_bytes,
+            keepalive_s=network.keepalive_s,
+            connect_timeout_s=collaborator.connect_timeout_s,
+            retry_max_backoff_s=collaborator.retry_max_backoff_s,
+            heartbeat_s=collaborator.heartbeat_s,
+        )
+        return dataclasses.replace(settings, **overrides)
 
 
 class GrpcAggregatorClient:
