@@ -67,3 +67,15 @@ def kill_survivors(*processes: subprocess.Popen[str]) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def start_collaborators(
+    workspace: Path, logs: Path, names: tuple[str, ...] = ("site-1", "site-2"), suffix: str = ""
+) -> dict[str, subprocess.Popen[str]]:
+    """`fx collaborator start --name NAME` for each name; output in logs/NAME{suffix}.log."""
+    return {
+        name: fx_start(
+            "collaborator", "start", "--name", name, cwd=workspace, log=logs / f"{name}{suffix}.log"
+        )
+        for name in names
+    }

@@ -18,7 +18,7 @@ import yaml
 
 from fx.tensors.safetensors_io import load_tensors
 from tests.conftest import free_port
-from tests.integration.fxproc import finish_ok, fx, fx_start, kill_survivors
+from tests.integration.fxproc import finish_ok, fx, fx_start, kill_survivors, start_collaborators
 
 pytestmark = pytest.mark.integration
 
@@ -97,27 +97,11 @@ def _aggregated_accuracy(workspace: Path) -> dict[int, float]:
     }
 
 
-def _start_collaborators(
-    workspace: Path, tmp_path: Path, suffix: str = ""
-) -> dict[str, subprocess.Popen[str]]:
-    return {
-        name: fx_start(
-            "collaborator",
-            "start",
-            "--name",
-            name,
-            cwd=workspace,
-            log=tmp_path / f"{name}{suffix}.log",
-        )
-        for name in ("site-1", "site-2")
-    }
-
-
 def test_killed_collaborator_restarts_and_rejoins_its_round(tmp_path: Path) -> None:
     workspace = _workspace(tmp_path, train_delay_s=1.0)
     agg_log = tmp_path / "agg.log"
     aggregator = fx_start("aggregator", "start", cwd=workspace, log=agg_log)
-    collaborators = _start_collaborators(workspace, tmp_path)
+    collaborators = start_collaborators(workspace, tmp_path)
     try:
         _wait_for(agg_log, r"round 1/4")
         _wait_for(tmp_path / "site-2.log", r"round 2/4\s+validate")  # now training round 2
@@ -143,7 +127,7 @@ def test_collaborator_that_never_returns_does_not_block_the_federation(tmp_path:
     workspace = _workspace(tmp_path, train_delay_s=0.5)
     agg_log = tmp_path / "agg.log"
     aggregator = fx_start("aggregator", "start", cwd=workspace, log=agg_log)
-    collaborators = _start_collaborators(workspace, tmp_path)
+    collaborators = start_collaborators(workspace, tmp_path)
     try:
         _wait_for(agg_log, r"round 1/4")
         _kill9(collaborators["site-2"])
@@ -165,7 +149,7 @@ def test_aggregator_killed_twice_resumes_and_matches_an_uninterrupted_run(tmp_pa
     reference = tmp_path / "reference"
     shutil.copytree(workspace, reference)
 
-    collaborators = _start_collaborators(workspace, tmp_path)
+    collaborators = start_collaborators(workspace, tmp_path)
     aggregator = fx_start("aggregator", "start", cwd=workspace, log=tmp_path / "agg1.log")
     try:
         # Between rounds: right after round 1 is checkpointed.
@@ -189,7 +173,7 @@ def test_aggregator_killed_twice_resumes_and_matches_an_uninterrupted_run(tmp_pa
     assert set(_aggregated_accuracy(workspace)) == set(range(ROUNDS + 1))
 
     # The same federation without interruptions gives the same final model, bit for bit.
-    uninterrupted = _start_collaborators(reference, tmp_path, suffix="-ref")
+    uninterrupted = start_collaborators(reference, tmp_path, suffix="-ref")
     ref_aggregator = fx_start("aggregator", "start", cwd=reference, log=tmp_path / "agg-ref.log")
     for name, process in uninterrupted.items():
         finish_ok(process, tmp_path / f"{name}-ref.log")
@@ -204,7 +188,7 @@ def test_aggregator_killed_twice_resumes_and_matches_an_uninterrupted_run(tmp_pa
 def test_finished_federation_refuses_to_start_again_without_restart(tmp_path: Path) -> None:
     workspace = _workspace(tmp_path, train_delay_s=0.0)
     aggregator = fx_start("aggregator", "start", cwd=workspace, log=tmp_path / "agg.log")
-    collaborators = _start_collaborators(workspace, tmp_path)
+    collaborators = start_collaborators(workspace, tmp_path)
     for name, process in collaborators.items():
         finish_ok(process, tmp_path / f"{name}.log")
     finish_ok(aggregator, tmp_path / "agg.log")
@@ -218,7 +202,7 @@ def test_slow_collaborator_is_not_declared_dead(tmp_path: Path) -> None:
     """Local training longer than liveness_timeout_s (3 s): heartbeats keep it in every round."""
     workspace = _workspace(tmp_path, train_delay_s=4.0, rounds=2)
     aggregator = fx_start("aggregator", "start", cwd=workspace, log=tmp_path / "agg.log")
-    collaborators = _start_collaborators(workspace, tmp_path)
+    collaborators = start_collaborators(workspace, tmp_path)
     try:
         for name, process in collaborators.items():
             output = finish_ok(process, tmp_path / f"{name}.log")

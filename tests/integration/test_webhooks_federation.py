@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
-from tests.integration.fxproc import FX, finish, fx, fx_env, fx_start
+from tests.integration.fxproc import FX, finish, fx, fx_env, fx_start, start_collaborators
 from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -88,17 +88,7 @@ def test_webhooks_receive_the_federation_in_order_and_dead_ones_cost_nothing(
             assert "0/2 connected, 0/2 reported" in status.stdout
             assert "site-1" in status.stdout and "never" in status.stdout
 
-            collaborators = {
-                name: fx_start(
-                    "collaborator",
-                    "start",
-                    "--name",
-                    name,
-                    cwd=workspace,
-                    log=tmp_path / f"{name}.log",
-                )
-                for name in ("site-1", "site-2")
-            }
+            collaborators = start_collaborators(workspace, tmp_path)
             for name, process in collaborators.items():
                 code, output = finish(process, tmp_path / f"{name}.log", timeout=120)
                 assert code == 0, output
