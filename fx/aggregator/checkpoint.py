@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fx.tensors.safetensors_io import link_file, load_tensors, save_tensors
+from fx.tensors.safetensors_io import link_file, load_tensors, map_tensors, save_tensors
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -94,7 +94,8 @@ class CheckpointStore:
             return None
         return ResumeState(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
 
-    def load_model(self) -> dict[str, np.ndarray]:
+    def load_model(self, *, mapped: bool = False) -> dict[str, np.ndarray]:
+        """The checkpointed model; ``mapped``: as read-only memory maps of its file."""
         connection = self._connect()
         try:
             (model_file,) = connection.execute(
@@ -102,7 +103,8 @@ class CheckpointStore:
             ).fetchone()
         finally:
             connection.close()
-        return load_tensors(self.directory / model_file)
+        path = self.directory / model_file
+        return map_tensors(path) if mapped else load_tensors(path)
 
     def rounds(self) -> list[RoundRecord]:
         if not self.db_path.exists():

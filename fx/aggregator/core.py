@@ -558,6 +558,7 @@ class Aggregator:
             )
         if last is not None:
             self._store.save_last(last.tensors, version=last.version, model_uuid=last.uuid)
+            self._serve_from_file(last)
         if self._checkpoints is not None:
             self._checkpoints.save(
                 resume,
@@ -574,6 +575,21 @@ class Aggregator:
             )
         if self._on_round_closed is not None:
             self._on_round_closed(summary)
+
+    def _serve_from_file(self, model: GlobalModel) -> None:
+        """Hold ``model``, if still the global model, as a map of the file just written.
+
+        Its arrays are the aggregation's accumulator of the round that made it,
+        and FedAvg takes them back as the next round's accumulator once nothing
+        else holds them (the download stream, encoded once, no longer needs them;
+        see docs/performance.md). The aggregator then keeps one model in memory,
+        not two. Nothing reads the map on a round's path but to encode a
+        download (once per version) and check shapes, so it stays on disk.
+        """
+        mapped = self._store.map_last()
+        with self._cond:
+            if self._model is model:
+                self._model = GlobalModel(model.version, model.uuid, mapped)
 
     def _new_best(self, metrics: Mapping[MetricKey, float]) -> tuple[str, float] | None:
         """(metric, value) if ``metrics`` make the scored model the best so far (recorded)."""

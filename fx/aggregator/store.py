@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fx.tensors.safetensors_io import load_metadata, load_tensors, save_tensors
+from fx.tensors.safetensors_io import load_metadata, load_tensors, map_tensors, save_tensors
 
 
 class ModelStore:
@@ -42,6 +42,10 @@ class ModelStore:
 
     def load_last(self) -> dict[str, np.ndarray]:
         return load_tensors(self.last_path)
+
+    def map_last(self) -> dict[str, np.ndarray]:
+        """save/last.safetensors as read-only memory maps (see map_tensors)."""
+        return map_tensors(self.last_path)
 
     def load_best(self) -> tuple[int, str, dict[str, np.ndarray]] | None:
         """(model version, model uuid, tensors) of the best model, or None if none is saved."""

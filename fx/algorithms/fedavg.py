@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from fx.tensors.checks import find_update_problems
 from fx.tensors.codec import TensorSpec, spec_of
 from fx.tensors.dtypes import dtype_from_name, is_float, is_integer
-from fx.tensors.staging import release_pages
+from fx.tensors.pages import release_pages
 
 __all__ = ["FedAvg"]
 
@@ -55,15 +55,16 @@ class _Slot:
         # Largest possible |acc| so far (integers only), as an exact Python int.
         self.bound = 0
         self.reference: NDArray[Any] | None = None
-        # Float and integer accumulators are overwritten by the first update (np.empty
-        # reserves address space only), and may be swapped for recycled memory then.
+        # Float and integer accumulators are overwritten by the first update, so they
+        # are only provided then (recycled memory where there is some): until then the
+        # accumulator is an empty placeholder of the right dtype.
         if is_float(spec.dtype):
             self.kind = "float"
             acc_dtype = np.float64 if spec.dtype == "float64" else np.float32
-            self.acc: NDArray[Any] = np.empty(spec.shape, dtype=acc_dtype)
+            self.acc: NDArray[Any] = np.empty(0, dtype=acc_dtype)
         elif is_integer(spec.dtype):
             self.kind = "int"
-            self.acc = np.empty(spec.shape, dtype=np.int64)
+            self.acc = np.empty(0, dtype=np.int64)
         else:
             self.kind = "bool"
             # Weight voting True; a tie keeps the reference, so keep a copy of it.
@@ -86,9 +87,9 @@ class FedAvg:
         self._total_int_weight = 0
         self._has_exact = False
         self._scratch: dict[np.dtype[Any], NDArray[Any]] = {}
-        # take_result() hands out accumulators as the new model; the model handed out the
-        # time before is retired by then and, once nobody holds it, becomes an accumulator
-        # again: rounds reuse two buffers instead of allocating (and faulting in) a model.
+        # take_result() hands out accumulators as the new model; once nobody else holds
+        # them, a model handed out earlier becomes an accumulator again: rounds reuse
+        # one or two buffers instead of allocating (and faulting in) a model each.
         self._handed_out: dict[str, NDArray[Any]] = {}
         self._spares: dict[str, NDArray[Any]] = {}
 
@@ -143,7 +144,7 @@ class FedAvg:
 
         first = self._count == 0
         if first:
-            self._recycle_spares(slots)
+            self._provide_accumulators(slots)
         for name, slot in slots.items():
             array = update[name]
             if slot.kind == "float":
@@ -189,23 +190,36 @@ class FedAvg:
         )
         return means
 
-    def _recycle_spares(self, slots: Mapping[str, _Slot]) -> None:
-        """Accumulate into the model handed out two rounds ago where nothing else holds it.
+    def _provide_accumulators(self, slots: Mapping[str, _Slot]) -> None:
+        """Give every float and integer slot its accumulator, reusing memory where it can.
+
+        First the model handed out at the end of the last round, once its holder
+        let go of it (the aggregator does once that model is encoded and on disk:
+        one model in memory, not two), else the model of two rounds ago, else new
+        memory. Spares left unused are dropped: at most two models' memory is kept.
 
         A reference count of 2 (the local name and getrefcount's argument) means no
         dict, view, memoryview or thread anywhere still refers to the array.
         """
         spares, self._spares = self._spares, {}
         for name, slot in slots.items():
-            spare = spares.pop(name, None)
-            if (
-                spare is not None
-                and slot.kind != "bool"
-                and spare.shape == slot.acc.shape
-                and spare.dtype == slot.acc.dtype
-                and sys.getrefcount(spare) == 2
-            ):
-                slot.acc = spare
+            if slot.kind == "bool":
+                continue
+            for pool in (self._handed_out, spares):
+                spare = pool.pop(name, None)
+                if (
+                    spare is not None
+                    and spare.shape == slot.spec.shape
+                    and spare.dtype == slot.acc.dtype
+                    and sys.getrefcount(spare) == 2
+                ):
+                    slot.acc = spare
+                    break
+                if spare is not None and pool is self._handed_out:
+                    pool[name] = spare  # still in use: it may be free by the next round
+                del spare
+            if slot.acc.shape != slot.spec.shape:
+                slot.acc = np.empty(slot.spec.shape, dtype=slot.acc.dtype)
 
     def _mean(self, slot: _Slot) -> NDArray[Any]:
         out = np.empty(slot.spec.shape, dtype=dtype_from_name(slot.spec.dtype))

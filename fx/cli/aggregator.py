@@ -55,7 +55,7 @@ def start(
     from fx.plan.loader import load_collaborator_names, load_plan
     from fx.plan.notifications import plan_webhooks
     from fx.process import limit_malloc_arenas
-    from fx.tensors.safetensors_io import load_tensors, save_tensors
+    from fx.tensors.safetensors_io import map_tensors, save_tensors
     from fx.transport.grpc.core_log import capture_core_log
     from fx.transport.grpc.credentials import server_credentials
     from fx.transport.grpc.server import AggregatorServicer, run_server
@@ -98,17 +98,21 @@ def start(
                 f"this federation already finished ({paths.state_db})",
                 hint="the models are in save/; use --restart to train again from scratch",
             )
-        initial = checkpoints.load_model()
+        initial = checkpoints.load_model(mapped=True)
         console.print(
             f"Resuming from checkpoint: round {resume.next_round + 1}, "
             f"model v{resume.model_version}, training {resume.training_uuid}"
         )
-    elif paths.init_model.exists():
-        initial = load_tensors(paths.init_model)
     else:
-        initial = build_initial_weights(paths.root, plan.model.runner, plan.model.settings)
-        paths.save.mkdir(parents=True, exist_ok=True)
-        save_tensors(paths.init_model, initial)
+        if not paths.init_model.exists():
+            paths.save.mkdir(parents=True, exist_ok=True)
+            save_tensors(
+                paths.init_model,
+                build_initial_weights(paths.root, plan.model.runner, plan.model.settings),
+            )
+        # Mapped, not read: the model is encoded for download straight from the file,
+        # so the aggregator never holds it in memory (docs/performance.md).
+        initial = map_tensors(paths.init_model)
 
     rounds = plan.aggregator.rounds_to_train
     started = time.monotonic()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import mmap
 import os
 import tempfile
 from collections.abc import Mapping
@@ -27,8 +28,9 @@ from numpy.typing import NDArray
 from fx.tensors.codec import spec_of, tensor_bytes
 from fx.tensors.dtypes import dtype_from_name
 from fx.tensors.errors import CodecError
+from fx.tensors.pages import release_pages
 
-__all__ = ["link_file", "load_metadata", "load_tensors", "save_tensors"]
+__all__ = ["link_file", "load_metadata", "load_tensors", "map_tensors", "save_tensors"]
 
 # fx dtype name <-> safetensors dtype code.
 _CODES: dict[str, str] = {
@@ -46,6 +48,8 @@ _CODES: dict[str, str] = {
 _NAMES: dict[str, str] = {code: name for name, code in _CODES.items()}
 
 _METADATA_KEY = "__metadata__"
+# Bytes written at a time: after each piece, a memory-mapped source drops its pages.
+_WRITE_PIECE = 16 << 20
 # The same bound the reference implementation enforces: a larger header is not a model.
 _MAX_HEADER_BYTES = 100_000_000
 
@@ -58,7 +62,9 @@ def save_tensors(
     The file is written to a temporary file in the same directory, fsynced and
     renamed over ``path``, and the directory is fsynced: after a crash ``path``
     holds either the old file or the complete new one. Tensor bytes are written
-    straight from the arrays, without building the file in memory.
+    straight from the arrays, without building the file in memory; tensors
+    memory-mapped from another file (:func:`map_tensors`) are read through
+    without staying resident.
     """
     path = Path(path)
     header, blobs = _encode(tensors, metadata)
@@ -68,7 +74,7 @@ def save_tensors(
             out.write(len(header).to_bytes(8, "little"))
             out.write(header)
             for blob in blobs:
-                out.write(blob)
+                _write_releasing(out, blob)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp_name, path)
@@ -77,6 +83,14 @@ def save_tensors(
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def _write_releasing(out: IO[bytes], blob: memoryview) -> None:
+    """Write ``blob`` in pieces, dropping each piece's pages if it is memory-mapped."""
+    for start in range(0, blob.nbytes, _WRITE_PIECE):
+        stop = min(start + _WRITE_PIECE, blob.nbytes)
+        out.write(blob[start:stop])
+        release_pages(blob, start, stop)
 
 
 def link_file(source: Path, target: Path) -> bool:
@@ -121,6 +135,42 @@ def load_tensors(path: Path) -> dict[str, NDArray[Any]]:
             if f.readinto(buffer.data) != buffer.nbytes:
                 raise CodecError(f"{path}: file ends inside tensor {name!r}")
             tensors[name] = buffer.view(dtype_from_name(dtype)).reshape(shape)
+    return tensors
+
+
+def map_tensors(path: Path) -> dict[str, NDArray[Any]]:
+    """Every tensor of the safetensors file at ``path`` as a read-only view of one
+    read-only memory map of the file, in header order.
+
+    Nothing is read until used, and what is read stays in the page cache, not in
+    the process's own memory (see :mod:`fx.tensors.pages`). The file must not
+    be changed in place while the views are alive (replacing it by rename, as
+    :func:`save_tensors` does, is safe): a truncated mapping faults on access.
+    :class:`CodecError` if the file is not a valid safetensors file.
+
+    Elsewhere than POSIX, where a mapped file can be neither replaced nor
+    deleted, the tensors are read into memory instead (and made read-only).
+    """
+    path = Path(path)
+    if os.name != "posix":
+        loaded = load_tensors(path)
+        for array in loaded.values():
+            array.flags.writeable = False
+        return loaded
+    with open(path, "rb") as f:
+        entries, _, data_start = _read_header(f, path)
+        size = os.fstat(f.fileno()).st_size  # _read_header checked the tensors fit in it
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    tensors: dict[str, NDArray[Any]] = {}
+    for name, (dtype, shape, begin, end) in entries.items():
+        if end == begin or mapping is None:
+            array = np.empty(shape, dtype=dtype_from_name(dtype))
+            array.flags.writeable = False
+        else:
+            start = data_start + begin
+            raw = np.frombuffer(mapping, dtype=np.uint8, count=end - begin, offset=start)
+            array = raw.view(dtype_from_name(dtype)).reshape(shape)
+        tensors[name] = array
     return tensors
 
 

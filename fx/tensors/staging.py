@@ -15,7 +15,6 @@ disk, not in RAM. See docs/performance.md.
 
 from __future__ import annotations
 
-import mmap
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -30,7 +29,7 @@ from fx.tensors.codec import Chunk, PendingTensor, TensorReceiver, TensorSpec
 from fx.tensors.dtypes import dtype_from_name, is_float
 from fx.tensors.errors import CodecError
 
-__all__ = ["StagedUpdate", "UpdateStager", "release_pages"]
+__all__ = ["StagedUpdate", "UpdateStager"]
 
 # Tensors start on this boundary in the file (page-aligned memory maps, aligned loads).
 _ALIGN = 4096
@@ -70,33 +69,6 @@ class StagedUpdate(Mapping[str, NDArray[Any]]):
     def close(self) -> None:
         """Close the file; memory maps still held by callers stay valid."""
         self._file.close()
-
-
-def release_pages(array: NDArray[Any], start: int, stop: int) -> None:
-    """Unmap the resident pages of bytes [start, stop) of ``array`` from this process, if
-    ``array`` is a memory map (a :class:`StagedUpdate` value): they count in its RSS
-    while mapped, though the page cache holds them. Reading them again reads them
-    back from the page cache (or the file). A no-op for any other array."""
-    mapping: Any = getattr(array, "_mmap", None)
-    dontneed = getattr(mmap, "MADV_DONTNEED", None)  # not on every platform
-    # Only a read-only map as np.memmap made it (not a view of one, whose data starts
-    # elsewhere; never a copy-on-write one, whose changes MADV_DONTNEED would drop).
-    if (
-        not isinstance(array, np.memmap)
-        or not isinstance(mapping, mmap.mmap)
-        or array.base is not mapping
-        or array.mode != "r"
-        or dontneed is None
-    ):
-        return
-    page = mmap.PAGESIZE
-    # np.memmap maps from ``offset`` rounded down to the allocation granularity.
-    base = array.offset % mmap.ALLOCATIONGRANULARITY
-    first = (base + start) // page * page  # madvise wants a page-aligned start
-    region: mmap.mmap = mapping
-    last = min(base + stop, len(region))
-    if last > first:
-        region.madvise(dontneed, first, last - first)
 
 
 class UpdateStager(TensorReceiver):

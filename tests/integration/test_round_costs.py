@@ -6,6 +6,7 @@ one encoding of the global model per round however many collaborators download i
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import tracemalloc
@@ -24,6 +25,7 @@ from fx.collaborator.runner import build_runner
 from fx.pki.workspace import certify_workspace, require_collaborator_credentials
 from fx.plan.loader import load_data_path, load_plan
 from fx.tensors.codec import iter_chunks
+from fx.transport.api import TaskReport
 from fx.transport.grpc import metadata, wire
 from fx.transport.grpc.credentials import channel_credentials, channel_options
 from fx.transport.grpc.protos import aggregator_pb2 as pb
@@ -191,3 +193,58 @@ def test_a_download_reuses_the_memory_of_the_previous_one_once_released(tmp_path
                 np.testing.assert_array_equal(third[name], array)
         finally:
             client.close()
+
+
+def test_rounds_after_the_first_allocate_no_model_sized_memory(tmp_path: Path) -> None:
+    """Once a round's model is encoded for download and saved, the aggregator holds it
+    only as its file and its encoded stream, and its arrays become the next round's
+    accumulator: from round 1 on, a round adds no model-sized allocation (it would
+    add one, or a copy per collaborator, if the model were also kept in memory)."""
+    model = {"a": np.ones(2 * MiB, np.float32), "b": np.full(2 * MiB, 2.0, np.float32)}
+    size = sum(array.nbytes for array in model.values())  # 16 MiB
+    sites = {"site-1": 1.0, "site-2": 3.0}  # equal weights: every mean is 2.0
+    updates = {
+        name: {key: np.full_like(array, value) for key, array in model.items()}
+        for name, value in sites.items()
+    }
+    closed: queue.Queue[object] = queue.Queue()
+    paths = _workspace(tmp_path / "ws", 2, rounds=4)
+    peaks = []
+    tracemalloc.start()
+    try:
+        with serve(paths, model=model, chunk_bytes=CHUNK, on_round_closed=closed.put) as served:
+            clients = {name: served.client(name) for name in sites}
+            try:
+                for round_ in range(4):
+                    start = tracemalloc.get_traced_memory()[0]
+                    tracemalloc.reset_peak()
+                    for name, client in clients.items():
+                        assignment = client.get_tasks(wait_s=5)
+                        assert assignment.round == round_
+                        downloaded = client.get_model(round_)
+                        expected = model if round_ == 0 else {k: 2.0 for k in model}
+                        for key, value in expected.items():
+                            np.testing.assert_array_equal(downloaded[key], value)
+                        del downloaded  # as a runner that copied the weights does
+                        for task in assignment.tasks:
+                            train = task.kind == "train"
+                            ack = client.send_results(
+                                TaskReport(
+                                    round=round_,
+                                    task=task.name,
+                                    sample_count=10,
+                                    metrics={} if train else {"accuracy": 0.5},
+                                    tensors=updates[name] if train else None,
+                                )
+                            )
+                            assert ack.accepted, ack
+                    closed.get(timeout=30)  # the round is closed and its files written
+                    peaks.append(tracemalloc.get_traced_memory()[1] - start)
+            finally:
+                for client in clients.values():
+                    client.close()
+    finally:
+        tracemalloc.stop()
+    # Round 0 allocates the accumulator and the first encoded stream (about 2x the model).
+    assert peaks[0] > size, [peak / MiB for peak in peaks]
+    assert max(peaks[1:]) < size // 2, [peak / MiB for peak in peaks]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tracemalloc
+import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import ml_dtypes
@@ -277,3 +279,27 @@ def test_take_result_equals_result_and_reuses_the_float_accumulators() -> None:
         assert taken[name] is acc
     with pytest.raises(RuntimeError, match="reset"):
         fedavg.add(updates[0], 1)
+
+
+def test_a_released_model_becomes_the_next_accumulator_and_a_held_one_is_left_alone() -> None:
+    """Rounds reuse the memory of models nobody holds any more, the last round's first;
+    a model still held (the aggregator serving it) is never written to."""
+    reference = {"w": np.zeros(1000, np.float32)}
+    fedavg = FedAvg()
+
+    def round_of(value: float, previous: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        fedavg.reset(previous)
+        fedavg.add({"w": np.full(1000, value, np.float32)}, 3)
+        return fedavg.take_result()
+
+    first = round_of(2.0, reference)
+    first_ref = weakref.ref(first["w"])
+    second = round_of(4.0, first)  # round one's model is still held: new memory
+    assert second["w"] is not first["w"]
+    assert np.all(first["w"] == 2.0) and np.all(second["w"] == 4.0)
+    second_ref = weakref.ref(second["w"])
+    del first, second  # both let go of, as the aggregator does once a model is on disk
+    third = round_of(6.0, {"w": np.zeros(1000, np.float32)})
+    assert third["w"] is second_ref()  # the model handed out last is taken first...
+    assert first_ref() is None  # ...and the older spare is dropped, not kept
+    assert np.all(third["w"] == 6.0)

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from fx.algorithms.fedavg import FedAvg
 from fx.tensors.codec import CodecError, iter_chunks, spec_of
-from fx.tensors.staging import StagedUpdate, UpdateStager, release_pages
+from fx.tensors.staging import StagedUpdate, UpdateStager
 
 
 def _model() -> dict[str, NDArray[Any]]:
@@ -107,17 +107,6 @@ def test_folding_a_staged_update_releases_its_pages(tmp_path: Path) -> None:
         # The first add also touches the accumulator's fresh pages; the second none.
         assert grown < array.nbytes // 1024 * (1 if weight == 2 else 0) + 1024, grown
     assert from_disk.result()["w"].tobytes() == in_memory.result()["w"].tobytes()
-
-
-def test_release_pages_leaves_values_and_other_arrays_alone(tmp_path: Path) -> None:
-    model = _model()
-    staged = _stage(model, tmp_path, chunk_bytes=1 << 20)
-    mapped = staged["w"]
-    release_pages(mapped, 0, mapped.nbytes)
-    release_pages(mapped[3:], 0, 8)  # a view of a map: not touched
-    release_pages(model["w"], 0, 8)  # anonymous memory: not touched
-    assert mapped.tobytes() == model["w"].tobytes()
-    staged.close()
 
 
 @pytest.mark.parametrize("chunk_bytes", [1 << 20, 7])  # aligned chunks, and chunks mid-value

@@ -22,6 +22,7 @@ from fx.metrics import MetricRecord
 from fx.notify.bus import Broadcast
 from fx.notify.events import Event
 from fx.tensors.codec import Chunk, CodecError, iter_chunks, spec_of
+from fx.tensors.pages import release_pages
 from fx.tensors.staging import UpdateStager
 from fx.transport.api import RoundClosedError, TaskReport
 from fx.transport.grpc import converters, metadata, wire
@@ -99,6 +100,8 @@ class _EncodedStream:
                             chunk, round=self._round, model_uuid=self.model_uuid
                         )
                     )
+                    release_pages(chunk.data)  # a model mapped from its file stays on disk
+                    del chunk
                 message = self._messages[index]
             yield message
             index += 1
@@ -164,14 +167,19 @@ class AggregatorServicer:
             model = self._aggregator.global_model(request.round)
         except RoundClosedError as exc:
             context.abort(grpc.StatusCode.ABORTED, str(exc))
+        version = model.version
+        messages = self.model_cache.messages(model, request.round)
+        # Only the stream holds the model from here, and only until it is encoded: the
+        # aggregator may then reuse the model's memory (see Aggregator._serve_from_file).
+        del model
         with _slot(self._download_slots, DOWNLOAD_SLOT_WAIT_S):
             log.info(
                 "serving model v%d for round %d to %s",
-                model.version,
+                version,
                 request.round,
                 self._sender(context),
             )
-            yield from self.model_cache.messages(model, request.round)
+            yield from messages
 
     def send_local_task_results(self, parts: Iterator[bytes], context: grpc.ServicerContext) -> Any:
         # A waiting upload is not read: gRPC buffers only what its flow control lets in.
@@ -252,7 +260,9 @@ class AggregatorServicer:
             yield from self._encode(best, best.tensors)
         else:
             model = self._aggregator.global_model()
-            yield from self.model_cache.messages(model, model.version)
+            messages = self.model_cache.messages(model, model.version)
+            del model  # as in get_model: only the stream holds it, until encoded
+            yield from messages
 
     def get_metric_stream(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         for record in self._follow(self._metrics, request.replay, context, "metrics"):
@@ -269,7 +279,9 @@ class AggregatorServicer:
 
     def _encode(self, model: GlobalModel, tensors: Mapping[str, Any]) -> Iterator[bytes]:
         for chunk in iter_chunks(tensors, self._chunk_bytes):
-            yield wire.model_chunk_to_wire(chunk, round=model.version, model_uuid=model.uuid)
+            message = wire.model_chunk_to_wire(chunk, round=model.version, model_uuid=model.uuid)
+            release_pages(chunk.data)
+            yield message
 
     @staticmethod
     def _follow(
