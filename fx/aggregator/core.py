@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from fx.metrics import MetricsLog
 from fx.notify import events as ev
 from fx.plan.model import Plan, TaskSpec
 from fx.tensors.checks import find_update_problems
+from fx.tensors.safetensors_io import WrittenFile, map_tensors
 from fx.tensors.staging import StagedUpdate
 from fx.transport.api import (
     AssignedTask,
@@ -46,6 +48,10 @@ from fx.transport.api import (
 log = logging.getLogger(__name__)
 
 MetricKey = tuple[str, str]  # (task, metric name)
+
+# How long the first update of a round may wait for the last model to be written to
+# its file (see Aggregator._await_model_file): past this, it is folded into new memory.
+MODEL_FILE_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,16 @@ class RoundSummary:
     metrics: Mapping[MetricKey, float]
     duration_s: float
     new_best: bool
+
+
+@dataclass
+class _ClosedRound:
+    """What the persister needs to save a closed round; it drops each model once saved."""
+
+    summary: RoundSummary
+    model: GlobalModel | None
+    best: tuple[GlobalModel, str, float] | None
+    resume: ResumeState
 
 
 @dataclass
@@ -133,6 +149,8 @@ class Aggregator:
         self._queue_round_start()
         self._flush_events()
         self._persister = Persister(self._cond)
+        # The uuid of the global model while its arrays are being written to its file.
+        self._awaiting_file: str | None = None
         self._watchdog = threading.Thread(target=self._watch, name="fx-round-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -246,6 +264,7 @@ class Aggregator:
         """Accept one task result, or refuse it with a reason (the round goes on either way)."""
         self._require_member(collaborator)
         with self._cond:
+            self._await_model_file(report)
             refusal = self._refusal(collaborator, report)
             if refusal is not None:
                 if refusal.duplicate:
@@ -468,14 +487,17 @@ class Aggregator:
                 self._done = True
         # The next round is open before anything is written: the files follow, in order,
         # on the persister's thread (collaborators download meanwhile).
+        if not final:
+            self._awaiting_file = self._model.uuid
         self._persister.submit(
             functools.partial(
                 self._save_round,
-                summary,
-                model=self._model,
-                last=None if final else self._model,
-                best=None if best is None else (scored, *best),
-                resume=self._resume_state(summary),
+                _ClosedRound(
+                    summary,
+                    model=self._model,
+                    best=None if best is None else (scored, *best),
+                    resume=self._resume_state(summary),
+                ),
             )
         )
         self._queue_round_start()
@@ -536,19 +558,33 @@ class Aggregator:
             finished=self._done,
         )
 
-    def _save_round(
-        self,
-        summary: RoundSummary,
-        *,
-        model: GlobalModel,
-        last: GlobalModel | None,
-        best: tuple[GlobalModel, str, float] | None,
-        resume: ResumeState,
-    ) -> None:
+    def _save_round(self, closed: _ClosedRound) -> None:
         """Write what a closed round leaves behind (on the persister's thread, no lock held):
-        best and last models, then the checkpoint, then tell ``on_round_closed``."""
-        if best is not None:
-            scored, metric, value = best
+        the last model (unless final), the best one, then the checkpoint, then tell
+        ``on_round_closed``. ``closed`` is emptied as it goes, so that the job lets go
+        of the in-memory model as soon as it is on file (see _write_last)."""
+        summary, resume = closed.summary, closed.resume
+        model, closed.model = closed.model, None
+        assert model is not None
+        if not summary.final:
+            model_uuid = model.uuid
+            try:
+                written = self._write_last(model)
+            finally:
+                # From here on the round's model is read from its file, if at all: only
+                # now may a waiting update take its memory (see _await_model_file).
+                model = None
+                with self._cond:
+                    if self._awaiting_file == model_uuid:
+                        self._awaiting_file = None
+                    self._cond.notify_all()
+            written.commit()
+            model_copy: Path | None = self._store.last_path
+            tensors: Mapping[str, np.ndarray] = map_tensors(self._store.last_path)
+        else:
+            model_copy, tensors = None, model.tensors
+        if closed.best is not None:
+            (scored, metric, value), closed.best = closed.best, None
             self._store.save_best(
                 scored.tensors,
                 version=scored.version,
@@ -556,14 +592,12 @@ class Aggregator:
                 metric=metric,
                 value=value,
             )
-        if last is not None:
-            self._store.save_last(last.tensors, version=last.version, model_uuid=last.uuid)
-            self._serve_from_file(last)
+            del scored
         if self._checkpoints is not None:
             self._checkpoints.save(
                 resume,
-                model.tensors,
-                model_copy=None if last is None else self._store.last_path,
+                tensors,
+                model_copy=model_copy,
                 record=RoundRecord(
                     round=summary.round,
                     reporters=summary.reporters,
@@ -573,23 +607,54 @@ class Aggregator:
                     },
                 ),
             )
+        del tensors
         if self._on_round_closed is not None:
             self._on_round_closed(summary)
 
-    def _serve_from_file(self, model: GlobalModel) -> None:
-        """Hold ``model``, if still the global model, as a map of the file just written.
+    def _write_last(self, model: GlobalModel) -> WrittenFile:
+        """Write save/last.safetensors (not yet committed) and serve ``model`` from it.
 
-        Its arrays are the aggregation's accumulator of the round that made it,
-        and FedAvg takes them back as the next round's accumulator once nothing
-        else holds them (the download stream, encoded once, no longer needs them;
-        see docs/performance.md). The aggregator then keeps one model in memory,
-        not two. Nothing reads the map on a round's path but to encode a
-        download (once per version) and check shapes, so it stays on disk.
+        ``model``'s arrays are the aggregation's accumulator of the round that
+        made it; FedAvg takes them back as the next round's accumulator once
+        nothing else holds them. The download stream (encoded once) lets go when
+        it is complete, and the aggregator as soon as the file is written (before
+        its fsync): it then holds the model as a read-only map of the file, which
+        nothing on a round's path reads but to encode a download (once, released
+        as it goes). So the aggregator keeps one model in memory, not two.
         """
-        mapped = self._store.map_last()
+        written = self._store.write_last(
+            model.tensors, version=model.version, model_uuid=model.uuid
+        )
+        try:
+            mapped = map_tensors(written.temporary)
+        except BaseException:
+            written.discard()
+            raise
         with self._cond:
             if self._model is model:
                 self._model = GlobalModel(model.version, model.uuid, mapped)
+        return written
+
+    def _await_model_file(self, report: TaskReport) -> None:
+        """Before the round's first update is folded in, give the last model a moment
+        (bounded) to reach its file, so that its memory can be the accumulator.
+
+        Called with the lock held; only waits for the write, which takes tens of
+        milliseconds at 100 MB, and only when an update beats it (a collaborator
+        that downloads and trains faster than the aggregator writes).
+        """
+        if (
+            report.tensors is None
+            or self._aggregation.count
+            or not hasattr(self._aggregation, "take_result")  # reuses no memory anyway
+        ):
+            return
+        deadline = time.monotonic() + MODEL_FILE_WAIT_S
+        while self._awaiting_file is not None and self._awaiting_file == self._model.uuid:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
 
     def _new_best(self, metrics: Mapping[MetricKey, float]) -> tuple[str, float] | None:
         """(metric, value) if ``metrics`` make the scored model the best so far (recorded)."""

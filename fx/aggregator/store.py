@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fx.tensors.safetensors_io import load_metadata, load_tensors, map_tensors, save_tensors
+from fx.tensors.safetensors_io import (
+    WrittenFile,
+    load_metadata,
+    load_tensors,
+    save_tensors,
+    write_tensors,
+)
 
 
 class ModelStore:
@@ -23,10 +29,11 @@ class ModelStore:
     def best_path(self) -> Path:
         return self.save_dir / "best.safetensors"
 
-    def save_last(
+    def write_last(
         self, tensors: Mapping[str, np.ndarray], *, version: int, model_uuid: str
-    ) -> None:
-        save_tensors(self.last_path, tensors, _metadata(version, model_uuid))
+    ) -> WrittenFile:
+        """save/last.safetensors, written but not yet committed (see write_tensors)."""
+        return write_tensors(self.last_path, tensors, _metadata(version, model_uuid))
 
     def save_best(
         self,
@@ -42,10 +49,6 @@ class ModelStore:
 
     def load_last(self) -> dict[str, np.ndarray]:
         return load_tensors(self.last_path)
-
-    def map_last(self) -> dict[str, np.ndarray]:
-        """save/last.safetensors as read-only memory maps (see map_tensors)."""
-        return map_tensors(self.last_path)
 
     def load_best(self) -> tuple[int, str, dict[str, np.ndarray]] | None:
         """(model version, model uuid, tensors) of the best model, or None if none is saved."""

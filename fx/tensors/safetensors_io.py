@@ -30,7 +30,15 @@ from fx.tensors.dtypes import dtype_from_name
 from fx.tensors.errors import CodecError
 from fx.tensors.pages import release_pages
 
-__all__ = ["link_file", "load_metadata", "load_tensors", "map_tensors", "save_tensors"]
+__all__ = [
+    "WrittenFile",
+    "link_file",
+    "load_metadata",
+    "load_tensors",
+    "map_tensors",
+    "save_tensors",
+    "write_tensors",
+]
 
 # fx dtype name <-> safetensors dtype code.
 _CODES: dict[str, str] = {
@@ -66,23 +74,58 @@ def save_tensors(
     memory-mapped from another file (:func:`map_tensors`) are read through
     without staying resident.
     """
+    written = write_tensors(path, tensors, metadata)
+    written.commit()
+
+
+class WrittenFile:
+    """A complete safetensors file under a temporary name, not yet durable nor at its
+    place: :meth:`commit` fsyncs it and renames it over ``path``; :meth:`discard`
+    deletes it. The file is already the one ``path`` will name, so a map of it
+    made before the commit stays valid after."""
+
+    def __init__(self, file: IO[bytes], temporary: Path, path: Path) -> None:
+        self._file = file
+        self.temporary = temporary
+        self.path = path
+
+    def commit(self) -> None:
+        try:
+            with self._file:
+                os.fsync(self._file.fileno())
+            os.replace(self.temporary, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        _fsync_dir(self.path.parent)
+
+    def discard(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temporary)
+
+
+def write_tensors(
+    path: Path, tensors: Mapping[str, NDArray[Any]], metadata: Mapping[str, str] | None = None
+) -> WrittenFile:
+    """The first half of :func:`save_tensors`: every byte written to a temporary file
+    next to ``path``, nothing fsynced. The result refers to none of ``tensors``, so a
+    caller may let go of them before the (slow) commit."""
     path = Path(path)
     header, blobs = _encode(tensors, metadata)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    written = WrittenFile(os.fdopen(fd, "wb"), Path(tmp_name), path)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(len(header).to_bytes(8, "little"))
-            out.write(header)
-            for blob in blobs:
-                _write_releasing(out, blob)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
+        out = written._file
+        out.write(len(header).to_bytes(8, "little"))
+        out.write(header)
+        for blob in blobs:
+            _write_releasing(out, blob)
+        out.flush()
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+        written.discard()
         raise
-    _fsync_dir(path.parent)
+    return written
 
 
 def _write_releasing(out: IO[bytes], blob: memoryview) -> None:

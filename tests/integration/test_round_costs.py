@@ -9,6 +9,7 @@ import logging
 import queue
 import re
 import threading
+import time
 import tracemalloc
 import weakref
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from fx.aggregator.store import ModelStore
 from fx.collaborator.core import Collaborator
 from fx.collaborator.runner import build_runner
 from fx.pki.workspace import certify_workspace, require_collaborator_credentials
@@ -195,11 +197,23 @@ def test_a_download_reuses_the_memory_of_the_previous_one_once_released(tmp_path
             client.close()
 
 
-def test_rounds_after_the_first_allocate_no_model_sized_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("slow_disk", [False, True], ids=["saved-first", "upload-first"])
+def test_rounds_after_the_first_allocate_no_model_sized_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: bool
+) -> None:
     """Once a round's model is encoded for download and saved, the aggregator holds it
     only as its file and its encoded stream, and its arrays become the next round's
     accumulator: from round 1 on, a round adds no model-sized allocation (it would
-    add one, or a copy per collaborator, if the model were also kept in memory)."""
+    add one if the model were also kept in memory). With a slow disk the first
+    upload of a round arrives before the model is written, and waits for it."""
+    if slow_disk:
+        write_last = ModelStore.write_last
+
+        def slow_write_last(self: ModelStore, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.5)
+            return write_last(self, *args, **kwargs)
+
+        monkeypatch.setattr(ModelStore, "write_last", slow_write_last)
     model = {"a": np.ones(2 * MiB, np.float32), "b": np.full(2 * MiB, 2.0, np.float32)}
     size = sum(array.nbytes for array in model.values())  # 16 MiB
     sites = {"site-1": 1.0, "site-2": 3.0}  # equal weights: every mean is 2.0
@@ -238,7 +252,8 @@ def test_rounds_after_the_first_allocate_no_model_sized_memory(tmp_path: Path) -
                                 )
                             )
                             assert ack.accepted, ack
-                    closed.get(timeout=30)  # the round is closed and its files written
+                    if not slow_disk:
+                        closed.get(timeout=30)  # the round is closed and its files written
                     peaks.append(tracemalloc.get_traced_memory()[1] - start)
             finally:
                 for client in clients.values():

@@ -170,7 +170,7 @@ class AggregatorServicer:
         version = model.version
         messages = self.model_cache.messages(model, request.round)
         # Only the stream holds the model from here, and only until it is encoded: the
-        # aggregator may then reuse the model's memory (see Aggregator._serve_from_file).
+        # aggregator may then reuse the model's memory (see Aggregator._write_last).
         del model
         with _slot(self._download_slots, DOWNLOAD_SLOT_WAIT_S):
             log.info(
@@ -203,11 +203,12 @@ class AggregatorServicer:
                 accepted=early.accepted, reason=early.reason, duplicate=early.duplicate
             )
         # Weights go to a file as they arrive, never into memory: see fx/tensors/staging.py.
-        reference = self._aggregator.global_model().tensors
-        stager = UpdateStager(
-            {name: spec_of(array) for name, array in reference.items()},
-            directory=self._staging_dir,
-        )
+        # Only the model's specs are kept: holding the model itself for the length of an
+        # upload would keep its memory from becoming the accumulator (Aggregator._write_last).
+        expected = {
+            name: spec_of(array) for name, array in self._aggregator.global_model().tensors.items()
+        }
+        stager = UpdateStager(expected, directory=self._staging_dir)
         try:
             try:
                 if chunk is not None:
