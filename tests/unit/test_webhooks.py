@@ -139,7 +139,10 @@ def test_dead_and_slow_webhooks_never_hold_up_the_caller(black_hole: str) -> Non
         closed_in = time.monotonic() - closing
     assert queued_in < 0.1, "queuing an event must not wait for any webhook"
     assert closed_in < 1.5, "close() waits drain_s, not for dead webhooks"
-    assert [d.json()["body"]["round"] for d in delivered] == list(range(8))
+    # The first events, in order: the 8 the queue holds, plus any the live webhook's
+    # worker had already taken off the queue while the caller was still queuing.
+    rounds = [d.json()["body"]["round"] for d in delivered]
+    assert 8 <= len(rounds) <= 12 and rounds == list(range(len(rounds))), rounds
     stats = notifier.stats
     assert stats[dead].delivered == stats[black_hole].delivered == 0
     # Past the 8-event queue, events were dropped at once (with a warning); what was
