@@ -94,9 +94,11 @@ class SyntheticRunner:
         return self.weights  # no copy: the collaborator only reads them
 
     def set_weights(self, weights):
-        # Keeps the downloaded arrays (the least work; a runner that copies them into
-        # its own instead lets the client receive the next model into this memory).
-        self.weights = dict(weights)
+        # Copies into its own arrays, as frameworks do (the torch template's
+        # load_state_dict): the client then receives the next download into the
+        # memory of this one instead of faulting in a fresh model every round.
+        for name, array in weights.items():
+            np.copyto(self.weights[name], array)
 
     def train(self, settings):
         for array in self.weights.values():

@@ -649,12 +649,27 @@ class Aggregator:
             or not hasattr(self._aggregation, "take_result")  # reuses no memory anyway
         ):
             return
-        deadline = time.monotonic() + MODEL_FILE_WAIT_S
+        started = time.monotonic()
+        deadline = started + MODEL_FILE_WAIT_S
         while self._awaiting_file is not None and self._awaiting_file == self._model.uuid:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                log.warning(
+                    "the first update of round %d did not wait any longer for model v%d "
+                    "to be written: the disk is slow; it is folded into new memory",
+                    report.round,
+                    self._model.version,
+                )
                 return
             self._cond.wait(remaining)
+        waited = time.monotonic() - started
+        if waited >= 0.001:
+            log.info(
+                "the first update of round %d waited %.0f ms for model v%d to be written",
+                report.round,
+                waited * 1000,
+                self._model.version,
+            )
 
     def _new_best(self, metrics: Mapping[MetricKey, float]) -> tuple[str, float] | None:
         """(metric, value) if ``metrics`` make the scored model the best so far (recorded)."""
