@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from fx.aggregator import core
 from fx.aggregator.store import ModelStore
 from fx.collaborator.core import Collaborator
 from fx.collaborator.runner import build_runner
@@ -263,3 +264,56 @@ def test_rounds_after_the_first_allocate_no_model_sized_memory(
     # Round 0 allocates the accumulator and the first encoded stream (about 2x the model).
     assert peaks[0] > size, [peak / MiB for peak in peaks]
     assert max(peaks[1:]) < size // 2, [peak / MiB for peak in peaks]
+
+
+def test_a_first_update_waits_for_a_slow_disk_only_so_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disk slower than MODEL_FILE_WAIT_S delays the round's first update by that long
+    at most; the update is then folded into new memory, and the result is the same."""
+    monkeypatch.setattr(core, "MODEL_FILE_WAIT_S", 0.2)
+    write_last = ModelStore.write_last
+
+    def stuck_write_last(self: ModelStore, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.5)
+        return write_last(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelStore, "write_last", stuck_write_last)
+    caplog.set_level(logging.WARNING, logger="fx.aggregator.core")
+    model = {"w": np.zeros(1000, np.float32)}
+    sites = {"site-1": 1.0, "site-2": 3.0}
+    first_update_s = []
+    with serve(_workspace(tmp_path / "ws", 2, rounds=2), model=model, chunk_bytes=CHUNK) as served:
+        clients = {name: served.client(name) for name in sites}
+        try:
+            for round_ in range(3):  # two training rounds, then the final validate pass
+                for name, client in clients.items():
+                    assignment = client.get_tasks(wait_s=10)
+                    assert assignment.round == round_
+                    expected = 0.0 if round_ == 0 else 2.0
+                    np.testing.assert_array_equal(client.get_model(round_)["w"], expected)
+                    for task in assignment.tasks:
+                        train = task.kind == "train"
+                        started = time.monotonic()
+                        ack = client.send_results(
+                            TaskReport(
+                                round=round_,
+                                task=task.name,
+                                sample_count=10,
+                                metrics={} if train else {"accuracy": 0.5},
+                                tensors={"w": np.full(1000, sites[name], np.float32)}
+                                if train
+                                else None,
+                            )
+                        )
+                        assert ack.accepted, ack
+                        if train and round_ == 1 and name == "site-1":
+                            first_update_s.append(time.monotonic() - started)
+        finally:
+            for client in clients.values():
+                client.close()
+        assert served.aggregator.wait_until_finished(linger_s=0, timeout=30)
+        np.testing.assert_array_equal(served.aggregator.global_model().tensors["w"], 2.0)
+    # Round 1's first update waited 0.2 s, not the 1.5 s the model file took.
+    assert first_update_s and first_update_s[0] < 1.0, first_update_s
+    assert "did not wait any longer for model v1" in caplog.text
