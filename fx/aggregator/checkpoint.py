@@ -124,20 +124,26 @@ class CheckpointStore:
     def save(
         self,
         state: ResumeState,
-        model: Mapping[str, np.ndarray],
+        model: Mapping[str, np.ndarray] | None,
         record: RoundRecord,
         *,
         model_copy: Path | None = None,
     ) -> None:
         """Persist one finished round atomically (see the module docstring).
 
-        ``model_copy``: a file already durably holding ``model`` (save/last.safetensors,
-        just written); the checkpoint links to it instead of writing the model again.
+        ``model_copy``: a file already durably holding the model (save/last.safetensors,
+        just written); the checkpoint links to it instead of writing the model again,
+        or, where links are not possible, copies it. ``model`` may then be None.
         """
+        if model is None and model_copy is None:
+            raise ValueError("a checkpoint needs the model or a file holding it")
         model_file = f"model-v{state.model_version:05d}.safetensors"
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / model_file
         if not target.exists() and (model_copy is None or not link_file(model_copy, target)):
+            if model is None:
+                assert model_copy is not None  # checked above
+                model = map_tensors(model_copy)  # read through, not into memory
             save_tensors(target, model, {"model_uuid": state.model_uuid})
         connection = self._connect()
         try:

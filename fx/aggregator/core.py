@@ -580,7 +580,7 @@ class Aggregator:
                     self._cond.notify_all()
             written.commit()
             model_copy: Path | None = self._store.last_path
-            tensors: Mapping[str, np.ndarray] = map_tensors(self._store.last_path)
+            tensors: Mapping[str, np.ndarray] | None = None
         else:
             model_copy, tensors = None, model.tensors
         if closed.best is not None:

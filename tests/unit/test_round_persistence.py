@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
-from fx.aggregator.checkpoint import CheckpointStore
+from fx.aggregator import checkpoint
+from fx.aggregator.checkpoint import CheckpointStore, ResumeState, RoundRecord
 from fx.aggregator.core import Aggregator, RoundSummary
 from fx.aggregator.store import ModelStore
 from fx.algorithms.fedavg import FedAvg
@@ -124,3 +126,21 @@ def test_link_file_replaces_the_target_and_survives_the_source_being_replaced(
     save_tensors(source, {"w": np.full(3, 7, np.float32)})  # a new file under the old name
     assert load_tensors(target)["w"].tolist() == [1.0, 1.0, 1.0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.safetensors", "last.safetensors"]
+
+
+def test_without_hard_links_a_checkpoint_copies_the_saved_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the filesystem has no hard links the checkpoint copies last.safetensors
+    (read through a map of it: the aggregator no longer holds the model in memory)."""
+    monkeypatch.setattr(checkpoint, "link_file", lambda source, target: False)
+    model = {"w": np.arange(10, dtype=np.float32), "n": np.array(4, np.int64)}
+    last = tmp_path / "last.safetensors"
+    save_tensors(last, model)
+    store = CheckpointStore(tmp_path)
+    state = ResumeState("fed", "training", 1, 1, "uuid-1", None, False)
+    store.save(state, None, RoundRecord(0, ("site-1",), (), {}), model_copy=last)
+    saved = store.load_model()
+    assert not os.path.samefile(store.directory / "model-v00001.safetensors", last)
+    assert {k: v.tobytes() for k, v in saved.items()} == {k: v.tobytes() for k, v in model.items()}
+    assert store.load_state() == state
