@@ -114,12 +114,22 @@ def import_(
         help="Directory of the new workspace (default: the archive's name, in the current "
         "directory).",
     ),
+    max_mib: int | None = typer.Option(
+        None,
+        "--max-mib",
+        min=1,
+        help="Refuse an archive whose files add up to more than this many MiB "
+        "(default: 256; an export is code and configuration).",
+        show_default=False,
+    ),
 ) -> None:
     """Unpack an exported workspace, refusing unsafe entries; then make this site's key."""
     from fx.plan.loader import load_collaborator_names, load_plan
-    from fx.workspace.archive import default_prefix, import_workspace
+    from fx.workspace.archive import DEFAULT_MAX_IMPORT_MIB, default_prefix, import_workspace
 
-    result = import_workspace(archive, prefix or default_prefix(archive))
+    result = import_workspace(
+        archive, prefix or default_prefix(archive), max_mib=max_mib or DEFAULT_MAX_IMPORT_MIB
+    )
     paths = result.paths
     plan = load_plan(paths)
     names = load_collaborator_names(paths)

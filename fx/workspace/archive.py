@@ -44,6 +44,11 @@ _SKIPPED_SUFFIXES = (".pyc", ".pyo")
 _KEY_MARKERS = (b"PRIVATE KEY-----", b"-----BEGIN OPENSSH PRIVATE KEY")
 _MAX_LISTED = 10
 _PLAN = "plan/plan.yaml"
+# An export is code and configuration: far below these. The caps stop an archive
+# from another party (a decompression bomb, say) from filling the disk; whoever
+# really ships more raises them (`fx workspace import --max-mib`).
+DEFAULT_MAX_IMPORT_MIB = 256
+MAX_IMPORT_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -203,12 +208,16 @@ def default_prefix(archive: Path, directory: Path | None = None) -> Path:
     return (directory or Path.cwd()) / name
 
 
-def import_workspace(archive: Path, prefix: Path) -> Imported:
+def import_workspace(
+    archive: Path, prefix: Path, *, max_mib: int = DEFAULT_MAX_IMPORT_MIB
+) -> Imported:
     """Unpack an export into the new workspace ``prefix``, after checking every entry.
 
     WorkspaceError listing the offending entries if the archive holds an absolute
     path, a ``..`` component, a link, a device, or anything outside the export
-    layout; nothing is written then. The workspace appears all at once.
+    layout; also if its files add up to more than ``max_mib`` MiB or it holds more
+    than MAX_IMPORT_ENTRIES entries (counted as the archive is read, before
+    anything is written). Nothing is written then. The workspace appears all at once.
     """
     if prefix.exists() and (not prefix.is_dir() or any(prefix.iterdir())):
         raise WorkspaceError(
@@ -226,7 +235,7 @@ def import_workspace(archive: Path, prefix: Path) -> Imported:
         ) from None
     with tar:
         try:
-            members = tar.getmembers()
+            members = _bounded_members(archive, tar, max_bytes=max_mib << 20)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise WorkspaceError(f"{archive} is damaged ({exc})") from None
         files = _check_members(archive, members)
@@ -254,6 +263,32 @@ def import_workspace(archive: Path, prefix: Path) -> Imported:
             hint="ask for a fresh `fx workspace export`; nothing was kept",
         )
     return Imported(paths, tuple(files), "cert/cert_chain.pem" in files)
+
+
+def _bounded_members(
+    archive: Path, tar: tarfile.TarFile, *, max_bytes: int
+) -> list[tarfile.TarInfo]:
+    """The archive's entries, read one at a time: WorkspaceError as soon as they pass
+    the caps, so that a huge archive is neither unpacked nor read to its end."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    for member in tar:
+        members.append(member)
+        total += max(0, member.size)
+        if total > max_bytes:
+            raise WorkspaceError(
+                f"{archive}: its files add up to more than {max_bytes >> 20} MiB, far more "
+                "than a workspace export (code and configuration) holds",
+                hint="check where the archive came from; if it is right, raise the cap "
+                "with --max-mib; nothing was written",
+            )
+        if len(members) > MAX_IMPORT_ENTRIES:
+            raise WorkspaceError(
+                f"{archive}: more than {MAX_IMPORT_ENTRIES} entries, far more than a "
+                "workspace export holds",
+                hint="check where the archive came from; nothing was written",
+            )
+    return members
 
 
 def _check_members(archive: Path, members: list[tarfile.TarInfo]) -> list[str]:

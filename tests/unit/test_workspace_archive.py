@@ -14,6 +14,7 @@ import yaml
 from fx.errors import PlanError, WorkspaceError
 from fx.pki.workspace import certify_workspace
 from fx.plan.loader import load_plan
+from fx.workspace import archive as archive_module
 from fx.workspace.archive import default_prefix, export_workspace, import_workspace
 from fx.workspace.create import NetworkChoice, create_workspace
 from fx.workspace.initialize import initialize
@@ -260,4 +261,35 @@ def test_import_refuses_an_invalid_plan_and_keeps_nothing(tmp_path: Path) -> Non
     with pytest.raises(PlanError) as raised:
         import_workspace(archive, tmp_path / "site")
     assert "'template' is a required property" in raised.value.message
+    assert not (tmp_path / "site").exists()
+
+
+def test_import_refuses_an_archive_too_large_for_an_export_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "big.fx.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        _file("plan/plan.yaml", b"fx_version: 1\n")(tar)
+        _file("src/weights.bin", bytes(3 << 20))(tar)  # zeros: compresses to almost nothing
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(WorkspaceError, match="more than 2 MiB") as raised:
+        import_workspace(archive, tmp_path / "site", max_mib=2)
+    assert raised.value.hint is not None and "--max-mib" in raised.value.hint
+    assert sorted(os.listdir(tmp_path)) == before
+    # Within the cap the same archive is read (and refused for its plan, not its size).
+    with pytest.raises(PlanError):
+        import_workspace(archive, tmp_path / "site", max_mib=4)
+
+
+def test_import_refuses_an_archive_with_too_many_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archive_module, "MAX_IMPORT_ENTRIES", 5)
+    archive = tmp_path / "many.fx.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        _file("plan/plan.yaml", b"fx_version: 1\n")(tar)
+        for i in range(10):
+            _file(f"src/m{i}.py")(tar)
+    with pytest.raises(WorkspaceError, match="more than 5 entries"):
+        import_workspace(archive, tmp_path / "site")
     assert not (tmp_path / "site").exists()
