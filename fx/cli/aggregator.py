@@ -54,13 +54,13 @@ def start(
     from fx.pki.workspace import require_aggregator_credentials
     from fx.plan.loader import load_collaborator_names, load_plan
     from fx.plan.notifications import plan_webhooks
-    from fx.process import limit_malloc_arenas
+    from fx.process import tune_malloc
     from fx.tensors.safetensors_io import map_tensors, save_tensors
     from fx.transport.grpc.core_log import capture_core_log
     from fx.transport.grpc.credentials import server_credentials
     from fx.transport.grpc.server import AggregatorServicer, run_server
 
-    limit_malloc_arenas()  # before gRPC starts its threads: see fx/process.py
+    tune_malloc()  # before gRPC starts its threads: see fx/process.py
     paths = workspace_paths(workspace)
     plan = load_plan(paths)
     collaborators = load_collaborator_names(paths)

@@ -32,10 +32,10 @@ def start(
     from fx.pki.workspace import require_collaborator_credentials
     from fx.plan.identity import differing_keys
     from fx.plan.loader import load_collaborator_names, load_data_path, load_plan
-    from fx.process import limit_malloc_arenas
+    from fx.process import tune_malloc
     from fx.transport.grpc.client import ClientSettings, GrpcAggregatorClient
 
-    limit_malloc_arenas()  # before gRPC starts its threads: see fx/process.py
+    tune_malloc()  # before gRPC starts its threads: see fx/process.py
     paths = workspace_paths(workspace)
     plan = load_plan(paths)
     names = load_collaborator_names(paths)
