@@ -21,17 +21,19 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from fx.aggregator.checkpoint import CheckpointStore, ResumeState, RoundRecord
 from fx.aggregator.persist import Persister
 from fx.aggregator.store import ModelStore
-from fx.algorithms.base import Aggregation
+from fx.algorithms.base import Aggregation, FoldedUpdate
 from fx.metrics import MetricsLog
 from fx.notify import events as ev
 from fx.plan.model import Plan, TaskSpec
 from fx.tensors.checks import find_update_problems
+from fx.tensors.codec import Chunk
 from fx.tensors.safetensors_io import WrittenFile, map_tensors
 from fx.tensors.staging import StagedUpdate
 from fx.transport.api import (
@@ -83,6 +85,35 @@ class _ClosedRound:
     model: GlobalModel | None
     best: tuple[GlobalModel, str, float] | None
     resume: ResumeState
+
+
+class UpdateReceiver(Protocol):
+    """Receives one upload's chunks (UpdateStager, or a first update folded on arrival)."""
+
+    def feed(self, chunk: Chunk) -> None: ...
+
+    def finish(self) -> Mapping[str, np.ndarray]: ...
+
+    def discard(self) -> None: ...
+
+
+class _FirstUpdate:
+    """The aggregation's receiver of a round's first update, which tells the aggregator
+    when it is discarded (updates waiting to be added may then go on)."""
+
+    def __init__(self, aggregator: Aggregator, receiver: UpdateReceiver) -> None:
+        self._aggregator = aggregator
+        self._receiver = receiver
+
+    def feed(self, chunk: Chunk) -> None:
+        self._receiver.feed(chunk)
+
+    def finish(self) -> Mapping[str, np.ndarray]:
+        return self._receiver.finish()
+
+    def discard(self) -> None:
+        self._receiver.discard()
+        self._aggregator._first_update_ended(self)
 
 
 @dataclass
@@ -151,6 +182,8 @@ class Aggregator:
         self._persister = Persister(self._cond)
         # The uuid of the global model while its arrays are being written to its file.
         self._awaiting_file: str | None = None
+        # The receiver folding the round's first update in as it arrives (receive_first_update).
+        self._first_update: UpdateReceiver | None = None
         self._watchdog = threading.Thread(target=self._watch, name="fx-round-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -264,7 +297,10 @@ class Aggregator:
         """Accept one task result, or refuse it with a reason (the round goes on either way)."""
         self._require_member(collaborator)
         with self._cond:
-            self._await_model_file(report)
+            if report.tensors is not None and not isinstance(report.tensors, FoldedUpdate):
+                self._await_first_update()
+                if not self._aggregation.count:
+                    self._await_model_file(report.round)
             refusal = self._refusal(collaborator, report)
             if refusal is not None:
                 if refusal.duplicate:
@@ -362,6 +398,46 @@ class Aggregator:
         with self._cond:
             return self._header_refusal(collaborator, round, task)
 
+    def receive_first_update(
+        self, collaborator: str, round: int, task: str, sample_count: int
+    ) -> UpdateReceiver | None:
+        """A receiver folding ``collaborator``'s update into the aggregation as it arrives,
+        if it can be the round's first (see fx/algorithms/fold_on_arrival.py), else None:
+        receive it some other way (staged) and submit it as usual. Its ``finish()`` is the
+        report's tensors; ``discard()`` it once submitted, or when receiving fails."""
+        self._require_member(collaborator)
+        receive_first = getattr(self._aggregation, "receive_first", None)
+        with self._cond:
+            if (
+                receive_first is None
+                or self._header_refusal(collaborator, round, task) is not None
+                or not any(t.name == task and t.kind == "train" for t in self._round.tasks)
+                or self._aggregation.count
+                or self._first_update is not None
+            ):
+                return None
+            self._await_model_file(round)
+            if self._aggregation.count or self._first_update is not None:
+                return None  # another update came first while we waited
+            receiver = receive_first(float(sample_count))
+            if receiver is None:
+                return None
+            log.debug("folding %s's %s in as it arrives", collaborator, task)
+            self._first_update = _FirstUpdate(self, receiver)
+            return self._first_update
+
+    def _first_update_ended(self, receiver: UpdateReceiver) -> None:
+        with self._cond:
+            if self._first_update is receiver:
+                self._first_update = None
+                self._cond.notify_all()
+
+    def _await_first_update(self) -> None:
+        """While the round's first update is folded in as it arrives, no other may be
+        added: wait for it to be submitted, refused or broken off (or the round to close)."""
+        while self._first_update is not None:
+            self._cond.wait()
+
     def _header_refusal(self, collaborator: str, round: int, task: str) -> SubmitAck | None:
         if self._done or round != self._round.number:
             return SubmitAck(
@@ -386,6 +462,8 @@ class Aggregator:
         if task.kind == "train":
             if report.tensors is None:
                 return SubmitAck(False, f"train task {report.task!r} sent no weights")
+            if isinstance(report.tensors, FoldedUpdate):
+                return None  # checked, all of it, as it arrived
             # A staged upload had its values checked as it arrived: do not read it twice.
             checked = isinstance(report.tensors, StagedUpdate) and report.tensors.checked_finite
             problems = find_update_problems(
@@ -401,6 +479,9 @@ class Aggregator:
         if task.kind == "train":
             assert report.tensors is not None
             self._aggregation.add(report.tensors, float(report.sample_count))
+            if isinstance(report.tensors, FoldedUpdate):
+                self._first_update = None  # committed: other updates may be added now
+                self._cond.notify_all()
         else:
             for name, value in report.metrics.items():
                 sums = self._round.metric_sums.setdefault((task.name, name), [0.0, 0.0])
@@ -469,6 +550,7 @@ class Aggregator:
             tensors = self._aggregated()
             self._model = GlobalModel(self._model.version + 1, str(uuid.uuid4()), tensors)
             self._aggregation.reset(tensors)
+        self._first_update = None  # one still arriving belongs to the closed round: refused
         summary = RoundSummary(
             round=state.number,
             final=final,
@@ -635,7 +717,7 @@ class Aggregator:
                 self._model = GlobalModel(model.version, model.uuid, mapped)
         return written
 
-    def _await_model_file(self, report: TaskReport) -> None:
+    def _await_model_file(self, round: int) -> None:
         """Before the round's first update is folded in, give the last model a moment
         (bounded) to reach its file, so that its memory can be the accumulator.
 
@@ -643,11 +725,7 @@ class Aggregator:
         milliseconds at 100 MB, and only when an update beats it (a collaborator
         that downloads and trains faster than the aggregator writes).
         """
-        if (
-            report.tensors is None
-            or self._aggregation.count
-            or not hasattr(self._aggregation, "take_result")  # reuses no memory anyway
-        ):
+        if not hasattr(self._aggregation, "take_result"):  # reuses no memory anyway
             return
         started = time.monotonic()
         deadline = started + MODEL_FILE_WAIT_S
@@ -657,7 +735,7 @@ class Aggregator:
                 log.warning(
                     "the first update of round %d did not wait any longer for model v%d "
                     "to be written: the disk is slow; it is folded into new memory",
-                    report.round,
+                    round,
                     self._model.version,
                 )
                 return
@@ -666,7 +744,7 @@ class Aggregator:
         if waited >= 0.001:
             log.info(
                 "the first update of round %d waited %.0f ms for model v%d to be written",
-                report.round,
+                round,
                 waited * 1000,
                 self._model.version,
             )

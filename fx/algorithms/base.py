@@ -11,16 +11,43 @@ same values as :meth:`Aggregation.result`, built in its own state's memory,
 leaving the state spent until the next :meth:`Aggregation.reset`. The
 aggregator uses it when present (FedAvg has it), so closing a round allocates
 no second copy of the model.
+
+And ``receive_first(weight) -> receiver | None``: a receiver of chunks
+(``feed``, ``finish``, ``discard``, like
+:class:`fx.tensors.staging.UpdateStager`) that folds the round's first update
+into the state as it arrives, instead of after it was staged; its ``finish()``
+is a :class:`FoldedUpdate`, which :meth:`Aggregation.add` then commits. None
+when the round already has an update or is receiving one. The aggregator's
+gRPC server uses it when present (FedAvg has it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from numpy.typing import NDArray
 
-__all__ = ["Aggregation"]
+__all__ = ["Aggregation", "FoldedUpdate"]
+
+
+class FoldedUpdate(Mapping[str, NDArray[Any]]):
+    """An update already folded into an aggregation's state as it arrived, checked
+    on arrival (names, dtypes, shapes, every byte, NaN/Inf) and waiting for
+    :meth:`Aggregation.add` to commit it. It holds no arrays: as a mapping it is empty.
+    """
+
+    def __init__(self, receiver: object) -> None:
+        self.receiver = receiver
+
+    def __getitem__(self, name: str) -> NDArray[Any]:
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 @runtime_checkable

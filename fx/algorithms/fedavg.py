@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fx.algorithms.base import FoldedUpdate
+from fx.algorithms.fold_on_arrival import FirstUpdateReceiver
 from fx.tensors.checks import find_update_problems
 from fx.tensors.codec import TensorSpec, spec_of
 from fx.tensors.dtypes import dtype_from_name, is_float, is_integer
@@ -92,6 +94,7 @@ class FedAvg:
         # one or two buffers instead of allocating (and faulting in) a model each.
         self._handed_out: dict[str, NDArray[Any]] = {}
         self._spares: dict[str, NDArray[Any]] = {}
+        self._receiving: FirstUpdateReceiver | None = None  # the round's first, arriving
 
     @property
     def count(self) -> int:
@@ -111,6 +114,32 @@ class FedAvg:
         self._count = 0
         self._total_weight = 0.0
         self._total_int_weight = 0
+        self._receiving = None  # a receiver of the last round folds into its own slots
+
+    def receive_first(self, weight: float) -> FirstUpdateReceiver | None:
+        """A receiver folding the round's first update into the accumulators as its
+        chunks arrive (see :mod:`fx.algorithms.fold_on_arrival`); None if the round
+        already has an update or is receiving one, or ``weight`` is invalid (then
+        receive it otherwise, and :meth:`add` says why it is refused)."""
+        slots = self._require_slots()
+        if self._count or self._receiving is not None:
+            return None
+        try:
+            int_weight = self._check_weight(weight)
+        except ValueError:
+            return None
+        self._provide_accumulators(slots)
+        self._receiving = FirstUpdateReceiver(self, slots, float(weight), int_weight)
+        return self._receiving
+
+    def _forget_receiver(self, receiver: FirstUpdateReceiver) -> None:
+        """``receiver``'s update will not be committed: the accumulators hold nothing."""
+        if receiver is not self._receiving:
+            return  # committed, or of an earlier round
+        self._receiving = None
+        for slot in self._require_slots().values():
+            if slot.kind == "bool":
+                slot.acc.fill(0.0)  # the tally starts at zero; float/int ones are overwritten
 
     def add(self, update: Mapping[str, NDArray[Any]], weight: float) -> None:
         """Fold ``update`` into the mean with ``weight`` (> 0; an integer if the
@@ -121,6 +150,11 @@ class FedAvg:
         overflow the accumulator.
         """
         slots = self._require_slots()
+        if isinstance(update, FoldedUpdate):
+            self._commit(update, weight)
+            return
+        if self._receiving is not None:
+            raise RuntimeError("the round's first update is still arriving; add it first")
         problems = find_update_problems(self._specs, update, check_finite=False)
         if problems:
             raise ValueError("update does not match the model: " + "; ".join(problems))
@@ -158,6 +192,22 @@ class FedAvg:
         self._count += 1
         self._total_weight += float(weight)
         self._total_int_weight += int_weight
+
+    def _commit(self, update: FoldedUpdate, weight: float) -> None:
+        """Count the update ``receive_first``'s receiver folded in as it arrived."""
+        receiver = update.receiver
+        if receiver is not self._receiving or self._count:
+            raise ValueError("this update was not received into this round's accumulators")
+        assert isinstance(receiver, FirstUpdateReceiver)
+        if float(weight) != receiver.weight:
+            raise ValueError(f"weight {weight!r} is not the {receiver.weight!r} it arrived with")
+        slots = self._require_slots()
+        for name, bound in receiver.bounds.items():
+            slots[name].bound = bound
+        self._receiving = None
+        self._count = 1
+        self._total_weight = receiver.weight
+        self._total_int_weight = receiver.int_weight
 
     def result(self) -> dict[str, NDArray[Any]]:
         """The weighted mean of every update added since :meth:`reset`."""

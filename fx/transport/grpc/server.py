@@ -202,22 +202,32 @@ class AggregatorServicer:
             return pb.SendResultsResponse(
                 accepted=early.accepted, reason=early.reason, duplicate=early.duplicate
             )
-        # Weights go to a file as they arrive, never into memory: see fx/tensors/staging.py.
-        # Only the model's specs are kept: holding the model itself for the length of an
-        # upload would keep its memory from becoming the accumulator (Aggregator._write_last).
-        expected = {
-            name: spec_of(array) for name, array in self._aggregator.global_model().tensors.items()
-        }
-        stager = UpdateStager(expected, directory=self._staging_dir)
+        # The round's first update is folded in as it arrives (fx/algorithms/fold_on_arrival.py);
+        # the others go to a file as they arrive, never into memory (fx/tensors/staging.py).
+        receiver = (
+            self._aggregator.receive_first_update(
+                sender, first.round, first.task, first.sample_count
+            )
+            if first.has_tensors
+            else None
+        )
+        if receiver is None:
+            # Only the model's specs are kept: holding the model itself for the length of an
+            # upload would keep its memory from becoming the accumulator (Aggregator._write_last).
+            expected = {
+                name: spec_of(array)
+                for name, array in self._aggregator.global_model().tensors.items()
+            }
+            receiver = UpdateStager(expected, directory=self._staging_dir)
         try:
             try:
                 if chunk is not None:
-                    stager.feed(chunk)
+                    receiver.feed(chunk)
                 for raw in parts:
                     _, chunk = wire.result_part_from_wire(raw)
                     if chunk is not None:
-                        stager.feed(chunk)
-                tensors = stager.finish() if first.has_tensors else None
+                        receiver.feed(chunk)
+                tensors = receiver.finish() if first.has_tensors else None
             except CodecError as exc:
                 log.warning("rejected %s from %s: %s", first.task, sender, exc)
                 return pb.SendResultsResponse(accepted=False, reason=str(exc))
@@ -230,7 +240,7 @@ class AggregatorServicer:
             )
             ack = self._aggregator.submit(sender, report)
         finally:
-            stager.discard()
+            receiver.discard()
         return pb.SendResultsResponse(
             accepted=ack.accepted, reason=ack.reason, duplicate=ack.duplicate
         )
