@@ -317,3 +317,73 @@ def test_a_first_update_waits_for_a_slow_disk_only_so_long(
     # Round 1's first update waited 0.2 s, not the 1.5 s the model file took.
     assert first_update_s and first_update_s[0] < 1.0, first_update_s
     assert "did not wait any longer for model v1" in caplog.text
+
+
+def test_a_first_update_that_breaks_off_leaves_nothing_and_holds_up_no_other(
+    tmp_path: Path,
+) -> None:
+    """site-1's upload is the round's first, folded in as it arrives; it breaks off
+    halfway. site-2's upload, complete meanwhile, waits for it, then counts; site-1's
+    retry counts too: the model is the mean of both, nothing of the broken one."""
+    model = {"w": np.zeros(2 * MiB // 4, np.float32)}
+    paths = _workspace(tmp_path / "ws", 2, rounds=1)
+    with serve(paths, model=model, chunk_bytes=CHUNK) as served:
+        clients = {name: served.client(name) for name in ("site-1", "site-2")}
+        try:
+            for client in clients.values():
+                assert client.get_tasks(wait_s=5).round == 0
+                client.get_model(0)
+                ack = client.send_results(TaskReport(0, "validate", 10, {"accuracy": 0.5}))
+                assert ack.accepted, ack
+            halfway, give_up = threading.Event(), threading.Event()
+
+            def broken_parts() -> Iterator[bytes]:
+                header = pb.TaskResultPart(round=0, task="train", sample_count=10, has_tensors=True)
+                yield wire.result_part_to_wire(header)
+                chunks = list(iter_chunks({"w": np.full_like(model["w"], 1.0)}, CHUNK))
+                for chunk in chunks[: len(chunks) // 2]:
+                    yield wire.result_part_to_wire(pb.TaskResultPart(), chunk)
+                halfway.set()
+                give_up.wait(30)
+                raise ConnectionAbortedError("site-1 crashed mid-upload")
+
+            channel = grpc.secure_channel(
+                f"127.0.0.1:{served.port}",
+                channel_credentials(*require_collaborator_credentials(paths, "site-1")),
+                options=channel_options(CHUNK, 30),
+            )
+            send = channel.stream_unary(
+                metadata.method_path(metadata.SEND_LOCAL_TASK_RESULTS),
+                request_serializer=None,
+                response_deserializer=pb.SendResultsResponse.FromString,
+            )
+            header = metadata.RequestHeader(
+                "site-1", metadata.AGGREGATOR_IDENTITY, served.aggregator.plan.federation_id
+            )
+            broken = send.future(broken_parts(), metadata=header.as_metadata(), timeout=60)
+            assert halfway.wait(30)
+            acks: list[Any] = []
+            update = {"w": np.full_like(model["w"], 3.0)}
+            other = threading.Thread(
+                target=lambda: acks.append(
+                    clients["site-2"].send_results(TaskReport(0, "train", 10, {}, update))
+                )
+            )
+            other.start()
+            other.join(1.0)
+            assert other.is_alive(), "site-2's update must wait while site-1's is folded in"
+            give_up.set()
+            with pytest.raises(grpc.RpcError):
+                broken.result(timeout=30)
+            channel.close()
+            other.join(30)
+            assert acks and acks[0].accepted, acks
+            retry = clients["site-1"].send_results(
+                TaskReport(0, "train", 10, {}, {"w": np.full_like(model["w"], 1.0)})
+            )
+            assert retry.accepted, retry
+        finally:
+            for client in clients.values():
+                client.close()
+        assert served.aggregator.round == 1
+        np.testing.assert_array_equal(served.aggregator.global_model().tensors["w"], 2.0)
