@@ -43,6 +43,8 @@ checks the three files against their schemas and against each other; `fx plan
 show` prints the effective plan (defaults filled in) and its federation id;
 `fx plan initialize` writes every default out, saves the initial model to
 `save/init.safetensors` and records the federation in `plan/federation.json`.
+It and `fx collaborator create` change the files in place: your comments in
+them stay.
 
 In the tables, `a.b` is key `b` inside mapping `a`, `a[].b` is key `b` in each
 item of list `a`, and `<name>` stands for a key you choose. A default applies

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fx.errors import PlanError
 from fx.plan.documents import read_yaml, validate_document
@@ -55,7 +56,7 @@ def add_collaborator(
     ``data/<name>``; a relative path is relative to the workspace. Both files are
     validated before and after; on error neither is changed.
     """
-    from fx.workspace.create import dump_yaml
+    from fx.plan.rewrite import rewrite_yaml
 
     cols_document = read_yaml(paths.cols)
     validate_document(cols_document, "cols", paths.cols)
@@ -75,8 +76,18 @@ def add_collaborator(
     new_data = {**data_document, "data": {**entries, name: chosen}}
     validate_document(new_cols, "cols", paths.cols)
     validate_document(new_data, "data", paths.data_config)
-    dump_yaml(paths.cols, new_cols, schema="cols")
-    dump_yaml(paths.data_config, new_data, schema="data")
+
+    def add_name(document: Any) -> Any:
+        document["collaborators"].append(name)
+        return document
+
+    def add_data(document: Any) -> Any:
+        document["data"][name] = chosen
+        return document
+
+    # The files are changed, not rewritten: a site's comments in them stay.
+    rewrite_yaml(paths.cols, add_name)
+    rewrite_yaml(paths.data_config, add_data)
     return AddedCollaborator(
         name=name,
         data=chosen,

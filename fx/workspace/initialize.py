@@ -97,13 +97,14 @@ def initialize(paths: WorkspacePaths) -> Initialized:
     """
     from fx.collaborator.runner import build_initial_weights
     from fx.pki.files import write_atomically
+    from fx.plan.rewrite import rewrite_yaml
     from fx.tensors.safetensors_io import save_tensors
-    from fx.workspace.create import dump_yaml
 
     workspace = validate_workspace(paths)
     effective = effective_document(workspace.plan.document)
     if effective.defaulted:
-        dump_yaml(paths.plan, effective.document, schema="plan")
+        # Filled into the file as written, so that a site's comments in it stay.
+        rewrite_yaml(paths.plan, lambda document: effective_document(document).document)
         workspace = validate_workspace(paths, import_code=False)
     plan = workspace.plan
 

@@ -43,13 +43,19 @@ def fx(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def _edit_plan(paths: WorkspacePaths, **aggregator: object) -> None:
-    document = yaml.safe_load(paths.plan.read_text())
+    """Change aggregator keys (None: remove one), as a person would: the $schema line and
+    a comment of theirs at the top stay, and one on the aggregator section."""
+    text = paths.plan.read_text()
+    header = text.splitlines(keepends=True)[0]
+    document = yaml.safe_load(text)
     for key, value in aggregator.items():
         if value is None:
             del document["aggregator"][key]
         else:
             document["aggregator"][key] = value
-    paths.plan.write_text(yaml.safe_dump(document, sort_keys=False))
+    body = yaml.safe_dump(document, sort_keys=False)
+    body = body.replace("aggregator:\n", "aggregator:  # agreed with site-2 on 2026-11-02\n")
+    paths.plan.write_text(header + "# Owner: the data team; ask before changing.\n" + body)
 
 
 def test_templates_lists_each_with_its_description(capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,7 +112,11 @@ def test_initialize_writes_the_model_the_record_and_every_default(
     plan = load_plan(paths)
     assert plan.document["aggregator"]["aggregation"] == "fedavg"
     assert plan.document["aggregator"]["linger_s"] == 10
-    assert paths.plan.read_text().startswith("# yaml-language-server: $schema=")
+    text = paths.plan.read_text()
+    assert text.startswith("# yaml-language-server: $schema=")
+    # Defaults are filled into the file as it was: its comments stay.
+    assert "# Owner: the data team; ask before changing.\n" in text
+    assert "aggregator:  # agreed with site-2 on 2026-11-02\n" in text
     assert f"Initialized federation {plan.federation_id}" in out
 
     weights = load_tensors(paths.init_model)
@@ -186,6 +196,10 @@ def test_collaborator_create_adds_a_name_and_its_data(
     paths: WorkspacePaths, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = load_plan(paths).federation_id
+    paths.cols.write_text(
+        paths.cols.read_text().replace("- site-2\n", "- site-2  # joined in October\n")
+        + "# site-4 joins in January\n"
+    )
     code, out, err = fx(capsys, "collaborator", "create", "--name", "site-3", "-w", str(paths.root))
     assert code == ExitCode.OK, err
     assert "Added collaborator site-3 with data data/site-3" in out
@@ -215,7 +229,9 @@ def test_collaborator_create_adds_a_name_and_its_data(
         "site-3": "data/site-3",
         "hospital-b": "/srv/hospital-b",
     }
-    assert paths.cols.read_text().startswith("# yaml-language-server: $schema=schema/cols")
+    cols = paths.cols.read_text()
+    assert cols.startswith("# yaml-language-server: $schema=schema/cols")
+    assert "- site-2  # joined in October\n" in cols and "# site-4 joins in January" in cols
     assert load_plan(paths).federation_id == before
     assert fx(capsys, "plan", "validate", "-w", str(paths.root))[0] == ExitCode.OK
 
