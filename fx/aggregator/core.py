@@ -404,12 +404,24 @@ class Aggregator:
         """A receiver folding ``collaborator``'s update into the aggregation as it arrives,
         if it can be the round's first (see fx/algorithms/fold_on_arrival.py), else None:
         receive it some other way (staged) and submit it as usual. Its ``finish()`` is the
-        report's tensors; ``discard()`` it once submitted, or when receiving fails."""
+        report's tensors; ``discard()`` it once submitted, or when receiving fails.
+
+        Only when at most one other collaborator still owes this update: the others'
+        updates must wait for it to be complete before they are folded in, so a slow
+        first upload would leave them all to be folded after its last byte. With one
+        other at most, that is never more than folding the slow one last would be.
+        """
         self._require_member(collaborator)
         receive_first = getattr(self._aggregation, "receive_first", None)
         with self._cond:
+            still_owed = [
+                name
+                for name in self.collaborators
+                if name != collaborator and task not in self._round.reported.get(name, set())
+            ]
             if (
                 receive_first is None
+                or len(still_owed) > 1
                 or self._header_refusal(collaborator, round, task) is not None
                 or not any(t.name == task and t.kind == "train" for t in self._round.tasks)
                 or self._aggregation.count

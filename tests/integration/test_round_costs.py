@@ -387,3 +387,22 @@ def test_a_first_update_that_breaks_off_leaves_nothing_and_holds_up_no_other(
                 client.close()
         assert served.aggregator.round == 1
         np.testing.assert_array_equal(served.aggregator.global_model().tensors["w"], 2.0)
+
+
+def test_only_an_update_with_at_most_one_other_to_come_is_folded_on_arrival(
+    tmp_path: Path,
+) -> None:
+    """With more to come, the others would all wait for a slow first upload and be folded
+    after its last byte; staged, each is folded as it completes."""
+    model = {"w": np.zeros(1000, np.float32)}
+    with serve(_workspace(tmp_path / "three", 3), model=model, chunk_bytes=CHUNK) as served:
+        assert served.aggregator.receive_first_update("site-1", 0, "train", 10) is None
+    with serve(_workspace(tmp_path / "two", 2), model=model, chunk_bytes=CHUNK) as served:
+        assert served.aggregator.receive_first_update("site-1", 0, "validate", 10) is None
+        receiver = served.aggregator.receive_first_update("site-1", 0, "train", 10)
+        assert receiver is not None
+        assert served.aggregator.receive_first_update("site-2", 0, "train", 10) is None
+        receiver.discard()  # broken off: the next one may be folded on arrival
+        again = served.aggregator.receive_first_update("site-2", 0, "train", 10)
+        assert again is not None
+        again.discard()
